@@ -1,0 +1,319 @@
+//! The `quarry` command line. Parsing is clap's; each subcommand is a function that writes
+//! its answer to the given writers and returns the process exit code, so tests can call it
+//! in-process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::plugins::{PluginSet, plugin_name_for_class};
+use crate::report::TickOutcome;
+use crate::run::{RunSettings, TaskRun, run_tick};
+use crate::runtime::{Runtime, RuntimeLimits, WIT_VERSION};
+use crate::scheduler;
+use crate::workers::{self, DEFAULT_ROCKLET_PORT, WorkerAddr};
+
+/// Quarry: fleet maintenance tasks as WebAssembly components, run on every worker.
+#[derive(Debug, Parser)]
+#[command(name = "quarry", version, about)]
+pub struct Cli {
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `quarry=debug`.
+    #[arg(long, global = true, env = "QUARRY_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scheduler until Ctrl-C or SIGTERM (ticks in flight finish first).
+    Serve {
+        /// Config file: ROCK's YAML (`scheduler:`) plus Quarry's `quarry:` section.
+        #[arg(long, short, env = "QUARRY_CONFIG", default_value = "quarry.yml")]
+        config: PathBuf,
+    },
+    /// Run one task once and print its run report (JSON). Exit 0 on success or skipped.
+    Run {
+        /// Plugin name (or ROCK task class).
+        task: String,
+        /// Worker address: `local` (default), `host` (port 22555) or `host:port`. Repeatable.
+        #[arg(long = "worker", short)]
+        workers: Vec<String>,
+        /// Params as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Directory of .wasm plugins.
+        #[arg(long, env = "QUARRY_PLUGINS_DIR", default_value = config::DEFAULT_PLUGINS_DIR)]
+        plugins_dir: PathBuf,
+        /// Status directory on the workers (default: $ROCK_SCHEDULER_STATUS_DIR or /data/scheduler_status).
+        #[arg(long)]
+        status_dir: Option<String>,
+        /// Also write the run report into this directory.
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        /// Budget of the run on each worker, in seconds.
+        #[arg(long, default_value_t = config::DEFAULT_RUN_TIMEOUT_SECS)]
+        timeout: u64,
+        /// Memory limit of the task, in MiB.
+        #[arg(long, default_value_t = config::DEFAULT_MEMORY_LIMIT_MIB)]
+        memory_mib: u64,
+    },
+    /// List the plugins in a directory (name, version, idempotency, WIT version) and the
+    /// files that failed to load.
+    Plugins {
+        /// Directory of .wasm plugins.
+        #[arg(long, env = "QUARRY_PLUGINS_DIR", default_value = config::DEFAULT_PLUGINS_DIR)]
+        plugins_dir: PathBuf,
+    },
+    /// Validate a config file: its schema, and its tasks against the plugins it names.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+/// Runs a parsed command line. `out` gets the command's answer, `err` human notes.
+pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            scheduler::serve(cfg, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            task,
+            workers,
+            params,
+            plugins_dir,
+            status_dir,
+            report_dir,
+            timeout,
+            memory_mib,
+        } => {
+            let args = RunArgs {
+                task,
+                workers,
+                params,
+                plugins_dir,
+                status_dir,
+                report_dir,
+                timeout: Duration::from_secs(timeout.max(1)),
+                memory_bytes: memory_mib << 20,
+            };
+            run_once(args, out, err).await
+        }
+        Command::Plugins { plugins_dir } => list_plugins(&plugins_dir, out, err).await,
+        Command::CheckConfig { file } => check_config(&file, out, err).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+struct RunArgs {
+    task: String,
+    workers: Vec<String>,
+    params: String,
+    plugins_dir: PathBuf,
+    status_dir: Option<String>,
+    report_dir: Option<PathBuf>,
+    timeout: Duration,
+    memory_bytes: u64,
+}
+
+/// `quarry run`.
+async fn run_once(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let usage = |err: &mut dyn Write, msg: String| -> anyhow::Result<ExitCode> {
+        writeln!(err, "quarry run: {msg}")?;
+        Ok(ExitCode::from(2))
+    };
+    let params = match serde_json::from_str::<serde_json::Value>(&args.params) {
+        Ok(v @ serde_json::Value::Object(_)) => v.to_string(),
+        Ok(_) => return usage(err, "--params must be a JSON object".into()),
+        Err(e) => return usage(err, format!("--params is not valid JSON: {e}")),
+    };
+    let addrs = if args.workers.is_empty() {
+        vec![WorkerAddr::Local]
+    } else {
+        let mut addrs = Vec::new();
+        for w in &args.workers {
+            match WorkerAddr::parse(w, DEFAULT_ROCKLET_PORT) {
+                Ok(a) => addrs.push(a),
+                Err(e) => return usage(err, format!("--worker: {e}")),
+            }
+        }
+        addrs
+    };
+    let status_dir = args.status_dir.unwrap_or_else(|| {
+        std::env::var(config::STATUS_DIR_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| config::DEFAULT_STATUS_DIR.into())
+    });
+    if !status_dir.starts_with('/') {
+        return usage(err, format!("--status-dir {status_dir:?} must be absolute"));
+    }
+    let rt = Arc::new(Runtime::new(RuntimeLimits {
+        memory_bytes: args.memory_bytes,
+        call_timeout: Duration::from_secs(config::DEFAULT_CALL_TIMEOUT_SECS).min(args.timeout),
+    })?);
+    let plugins = PluginSet::load_dir(&rt, &args.plugins_dir).await?;
+    let name = plugin_name_for_class(&args.task);
+    let Some(plugin) = plugins.get(name) else {
+        return usage(
+            err,
+            format!(
+                "no plugin named {name:?} in {} (loaded: {})",
+                args.plugins_dir.display(),
+                plugins.names().join(", ")
+            ),
+        );
+    };
+    match rt.validate_config(plugin, &params).await {
+        Ok(Ok(())) => {}
+        Ok(Err(msg)) => return usage(err, format!("invalid params for {name}: {msg}")),
+        Err(e) => return usage(err, format!("{name} failed while validating params: {e}")),
+    }
+    let workers = workers::connect(&addrs, workers::Limits::default());
+    let settings = RunSettings {
+        status_dir,
+        run_timeout: args.timeout,
+        concurrency: config::DEFAULT_CONCURRENCY,
+        report_dir: args.report_dir,
+    };
+    let task = TaskRun {
+        plugin: plugin.clone(),
+        params,
+    };
+    let (report, runs) = run_tick(&rt, &task, &workers, &settings).await;
+    for run in &runs {
+        let r = &run.result;
+        write!(err, "{}: {:?}", r.worker_ip, r.outcome)?;
+        if let Some(e) = &r.error {
+            write!(err, " ({}: {e})", r.error_type.as_deref().unwrap_or("error"))?;
+        }
+        writeln!(err)?;
+        if let Some(detail) = &run.detail {
+            writeln!(err, "{}", serde_json::to_string_pretty(detail)?)?;
+        }
+    }
+    writeln!(out, "{}", report.to_json())?;
+    Ok(match report.outcome {
+        TickOutcome::Success | TickOutcome::Skipped => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+/// `quarry plugins`.
+async fn list_plugins(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let rt = Arc::new(Runtime::new(RuntimeLimits::default())?);
+    let plugins = PluginSet::load_dir(&rt, dir)
+        .await
+        .with_context(|| format!("listing plugins in {}", dir.display()))?;
+    writeln!(
+        out,
+        "{:<24} {:<10} {:<11} {:>9}  {:<5}  FILE",
+        "NAME", "VERSION", "IDEMPOTENT", "INTERVAL", "WIT"
+    )?;
+    for p in plugins.iter() {
+        let m = p.meta();
+        writeln!(
+            out,
+            "{:<24} {:<10} {:<11} {:>8}s  {:<5}  {}",
+            m.name.as_str(),
+            m.version,
+            if m.idempotent { "yes" } else { "no" },
+            m.default_interval.as_secs(),
+            p.wit_version(),
+            p.path().display()
+        )?;
+        if !m.params_doc.is_empty() {
+            writeln!(out, "    params: {}", m.params_doc)?;
+        }
+    }
+    for e in plugins.errors() {
+        writeln!(err, "refused: {e}")?;
+    }
+    writeln!(
+        err,
+        "{} plugin(s) loaded, {} refused; host supports quarry:task@{WIT_VERSION}",
+        plugins.iter().count(),
+        plugins.errors().len()
+    )?;
+    Ok(if plugins.errors().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `quarry check-config`.
+async fn check_config(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(file) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            writeln!(err, "{e}")?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let rt = Arc::new(Runtime::new(scheduler::runtime_limits(&cfg))?);
+    let plugins = match PluginSet::load_dir(&rt, &cfg.plugins_dir).await {
+        Ok(p) => p,
+        Err(e) => {
+            writeln!(err, "invalid config {}:\n  quarry.plugins_dir: {e}", file.display())?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Err(problems) = scheduler::resolve_tasks(&rt, &cfg, &plugins).await {
+        let e = config::ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        };
+        writeln!(err, "{e}")?;
+        return Ok(ExitCode::from(1));
+    }
+    let names: Vec<&str> = cfg.tasks.iter().map(|t| t.plugin.as_str()).collect();
+    writeln!(
+        out,
+        "config {} is valid: {} task(s) [{}], {} worker(s), scheduler {}",
+        file.display(),
+        names.len(),
+        names.join(", "),
+        cfg.workers.len(),
+        if cfg.enabled { "enabled" } else { "disabled" }
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! # quarry-host
+//!
+//! Quarry runs fleet-maintenance tasks, written as WebAssembly components against
+//! `quarry:task@0.1.0` (see `wit/`), on every worker of a fleet. Module map:
+//!
+//! - [`config`]: ROCK's `scheduler:` YAML plus Quarry's own settings → a validated [`config::Config`].
+//! - [`plugins`]: loading the plugins directory into a [`plugins::PluginSet`] (name → plugin).
+//! - [`runtime`]: the wasmtime engine, one sandboxed store per (task, worker) run, and the host
+//!   side of the WIT interface.
+//! - [`workers`]: worker addresses and clients — ROCK's rocklet over HTTP, or `local`.
+//! - [`run`]: one task on one worker (status file pending → run → final) and on a whole tick.
+//! - [`report`]: ROCK-compatible status files and run reports.
+//! - [`scheduler`]: interval ticks per task, fan-out, graceful shutdown.
+//! - [`cli`]: the `quarry` command line.
+//! - [`task`], [`error`]: domain types and error types.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod plugins;
+pub mod report;
+pub mod run;
+pub mod runtime;
+pub mod scheduler;
+pub mod task;
+pub mod workers;

@@ -1,0 +1,29 @@
+//! The `quarry` binary: parse the command line, set up logging, hand over to
+//! `quarry_host::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = quarry_host::cli::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("quarry: --log {:?} is not a valid filter ({e}); using info", cli.log);
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    match quarry_host::cli::execute(cli, &mut out, &mut err).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("quarry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

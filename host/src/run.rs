@@ -1,0 +1,225 @@
+//! Running a task: on one worker (status file pending → task → status file final) and on all
+//! workers of a tick (bounded fan-out, then the run report).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tracing::Instrument as _;
+
+use crate::report::{
+    RunReport, StatusFile, StatusWord, WorkerOutcome, WorkerResult, timestamp_now, truncate_error,
+};
+use crate::runtime::{Plugin, Runtime};
+use crate::task::RunStatus;
+use crate::workers::Worker;
+
+/// Time reserved for each status-file write, taken from the run's budget.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a tick needs besides the task: where files go and how long things may take.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Status directory on the workers.
+    pub status_dir: String,
+    /// Budget of one (task, worker) run, status writes included.
+    pub run_timeout: Duration,
+    /// Workers in flight at once.
+    pub concurrency: usize,
+    /// Where reports go on this host; `None` = do not write them.
+    pub report_dir: Option<PathBuf>,
+}
+
+/// One task of a tick: the plugin version to run (kept alive by this `Arc` until the tick
+/// ends) and its params.
+#[derive(Clone, Debug)]
+pub struct TaskRun {
+    /// The plugin.
+    pub plugin: Arc<Plugin>,
+    /// Params, a JSON object.
+    pub params: String,
+}
+
+impl TaskRun {
+    fn name(&self) -> &str {
+        self.plugin.meta().name.as_str()
+    }
+}
+
+/// The worker's result plus the task's detail object (for `quarry run`'s summary).
+#[derive(Clone, Debug)]
+pub struct WorkerRun {
+    /// The report entry.
+    pub result: WorkerResult,
+    /// The status file's `extra`, when the task answered.
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Runs `task` on `worker`, writing the status file before and after.
+///
+/// Strategy: ROCK's sequence (pending write → action → final write) under one budget; the
+/// task gets what is left after reserving time for the final write, so the final status
+/// lands before the report, even when the task hits its deadline.
+pub async fn run_on_worker(
+    rt: &Runtime,
+    task: &TaskRun,
+    worker: &Worker,
+    settings: &RunSettings,
+) -> WorkerRun {
+    let started = Instant::now();
+    let name = task.name();
+    let ip = worker.addr().ip().to_string();
+    let status_path = StatusFile::path(&settings.status_dir, name);
+    let mut status = StatusFile {
+        task_name: name.to_string(),
+        worker_ip: ip.clone(),
+        pid: None,
+        status: StatusWord::Pending,
+        last_run: timestamp_now(),
+        error: None,
+        extra: serde_json::Map::new(),
+    };
+    let write_timeout = STATUS_WRITE_TIMEOUT.min(settings.run_timeout / 4);
+    let failed = |outcome, kind: &str, error: String| WorkerRun {
+        result: WorkerResult {
+            worker_ip: ip.clone(),
+            outcome,
+            error_type: Some(kind.to_string()),
+            error: Some(truncate_error(&error)),
+        },
+        detail: None,
+    };
+    if let Err(e) = worker
+        .write_file(&status_path, &status.to_json(), write_timeout)
+        .await
+    {
+        let outcome = match e {
+            crate::workers::WorkerError::Timeout(_) => WorkerOutcome::Timeout,
+            _ => WorkerOutcome::Failed,
+        };
+        return failed(outcome, e.kind(), format!("writing the pending status: {e}"));
+    }
+
+    let budget = settings
+        .run_timeout
+        .saturating_sub(started.elapsed())
+        .saturating_sub(write_timeout);
+    let result = rt
+        .run(&task.plugin, name, worker.clone(), &task.params, budget)
+        .await;
+
+    let (outcome, error_type, error, detail) = match result {
+        Ok(out) => {
+            status.status = out.status.into();
+            status.pid = out.pid;
+            status.extra = out.detail.clone();
+            match out.status {
+                RunStatus::Success => (WorkerOutcome::Success, None, None, Some(out.detail)),
+                RunStatus::Running => (WorkerOutcome::Started, None, None, Some(out.detail)),
+                RunStatus::Failed => {
+                    let msg = out
+                        .error_message()
+                        .unwrap_or_else(|| "task returned failed status".into());
+                    status.error = Some(truncate_error(&msg));
+                    (
+                        WorkerOutcome::Failed,
+                        Some("TaskResultFailed".to_string()),
+                        Some(msg),
+                        Some(out.detail),
+                    )
+                }
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            status.status = StatusWord::Failed;
+            status.error = Some(truncate_error(&msg));
+            let outcome = match e {
+                crate::error::RunError::Deadline { .. } => WorkerOutcome::Timeout,
+                _ => WorkerOutcome::Failed,
+            };
+            (outcome, Some(e.kind().to_string()), Some(msg), None)
+        }
+    };
+
+    let mut result = WorkerResult {
+        worker_ip: ip.clone(),
+        outcome,
+        error_type,
+        error: error.map(|e| truncate_error(&e)),
+    };
+    if let Err(e) = worker
+        .write_file(&status_path, &status.to_json(), write_timeout)
+        .await
+    {
+        // The task's own outcome stands; the report says the status file is stale.
+        tracing::warn!(task = name, worker = %worker.addr(), "writing the final status failed: {e}");
+        if result.error.is_none() {
+            result.outcome = WorkerOutcome::Failed;
+            result.error_type = Some(e.kind().to_string());
+            result.error = Some(truncate_error(&format!(
+                "the task finished but writing its final status failed: {e}"
+            )));
+        }
+    }
+    WorkerRun { result, detail }
+}
+
+/// Runs `task` on every worker, at most `settings.concurrency` at once, results in worker
+/// order; builds the report and writes it when a report directory is set.
+pub async fn run_tick(
+    rt: &Runtime,
+    task: &TaskRun,
+    workers: &[Worker],
+    settings: &RunSettings,
+) -> (RunReport, Vec<WorkerRun>) {
+    let started = Instant::now();
+    let name = task.name();
+    let span = tracing::info_span!("quarry.scheduler.tick", task = name, workers = workers.len());
+    let runs: Vec<WorkerRun> = futures::stream::iter(workers.iter().cloned())
+        .map(|w: Worker| async move {
+            // A hard stop slightly past the budget, in case a worker call ignores its own.
+            let hard = settings.run_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(hard, run_on_worker(rt, task, &w, settings)).await {
+                Ok(run) => run,
+                Err(_) => WorkerRun {
+                    result: WorkerResult {
+                        worker_ip: w.addr().ip().to_string(),
+                        outcome: WorkerOutcome::Timeout,
+                        error_type: Some("TimeoutError".into()),
+                        error: Some(format!(
+                            "run exceeded its budget of {:.1}s",
+                            settings.run_timeout.as_secs_f64()
+                        )),
+                    },
+                    detail: None,
+                },
+            }
+        })
+        .buffered(settings.concurrency.max(1))
+        .collect()
+        .instrument(span)
+        .await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = RunReport::build(name, duration_ms, runs.iter().map(|r| r.result.clone()).collect());
+    for r in &report.worker_results {
+        if let Some(err) = &r.error {
+            tracing::warn!(task = name, worker = %r.worker_ip, outcome = ?r.outcome, "{err}");
+        }
+    }
+    tracing::info!(
+        task = name,
+        outcome = ?report.outcome,
+        ok = report.success_count,
+        failed = report.failed_count,
+        ms = format!("{duration_ms:.1}"),
+        "tick done"
+    );
+    if let Some(dir) = &settings.report_dir
+        && let Err(e) = report.write(dir)
+    {
+        tracing::error!(task = name, dir = %dir.display(), "cannot write the run report: {e}");
+    }
+    (report, runs)
+}

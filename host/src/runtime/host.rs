@@ -1,0 +1,155 @@
+//! The host side of `quarry:task/host`: each call is forwarded to the run's worker.
+//!
+//! Trap vs answer: a worker failure is an answer (`Ok(Err(error))`) the guest can match on;
+//! only host bugs would trap (there are none to raise here). Every call is bounded by the
+//! smallest of: the guest's own timeout, the host's per-call limit, and the time left in the
+//! run.
+
+use std::time::{Duration, Instant};
+
+use super::bindings::host::{self as wit, Host};
+use super::convert;
+use super::{CallContext, RunState};
+use crate::workers::{Worker, WorkerError};
+
+/// Extra time given to the worker client beyond a command's own limit, so that the worker's
+/// timeout answer (with the killed process group) arrives before ours fires.
+const CALL_GRACE: Duration = Duration::from_secs(3);
+
+/// Longest log message kept from a guest; longer ones are cut.
+const LOG_MESSAGE_MAX_BYTES: usize = 4096;
+
+/// Log messages kept per run; later ones are dropped (one warning says so).
+const LOG_LINES_PER_RUN: u32 = 1000;
+
+impl RunState {
+    /// The worker of this run, or the answer a metadata call gets.
+    fn target(&self, call: &str) -> Result<(&str, &Worker), WorkerError> {
+        match &self.ctx {
+            CallContext::Run { task, worker } => Ok((task, worker)),
+            CallContext::Metadata => Err(WorkerError::Rejected(format!(
+                "{call} is not available in describe or validate-config: they must not touch a worker"
+            ))),
+        }
+    }
+
+    /// The time limit for one call: the host's cap, shortened to the time left in the run
+    /// and to what the guest asked for.
+    fn call_limit(&self, asked: Option<Duration>) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let mut limit = self.call_timeout.min(left);
+        if let Some(asked) = asked {
+            limit = limit.min(asked);
+        }
+        limit
+    }
+}
+
+/// Runs a worker call under `limit + CALL_GRACE`, naming the call when our own timer fires.
+async fn bounded<T>(
+    worker: &Worker,
+    call: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, WorkerError>>,
+) -> Result<T, WorkerError> {
+    match tokio::time::timeout(limit + CALL_GRACE, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(WorkerError::Timeout(format!(
+            "worker {}: {call} did not answer within {:.1}s",
+            worker.addr(),
+            limit.as_secs_f64()
+        ))),
+    }
+}
+
+impl Host for RunState {
+    async fn execute(
+        &mut self,
+        cmd: wit::Command,
+    ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
+        let asked = cmd.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let limit = self.call_limit(asked);
+        let (task, worker) = match self.target("execute") {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(convert::error(e))),
+        };
+        let command = convert::command(cmd, limit);
+        tracing::debug!(
+            task,
+            worker = %worker.addr(),
+            program = %convert::program_summary(&command.program),
+            "quarry.host.execute"
+        );
+        let result = bounded(worker, "execute", limit, worker.execute(&command)).await;
+        Ok(result.map(convert::output).map_err(convert::error))
+    }
+
+    async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<String, wit::Error>> {
+        let limit = self.call_limit(None);
+        let (_, worker) = match self.target("read-file") {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(convert::error(e))),
+        };
+        let result = bounded(worker, "read-file", limit, worker.read_file(&path, limit)).await;
+        Ok(result.map_err(convert::error))
+    }
+
+    async fn write_file(
+        &mut self,
+        path: String,
+        content: String,
+    ) -> wasmtime::Result<Result<(), wit::Error>> {
+        let limit = self.call_limit(None);
+        let (_, worker) = match self.target("write-file") {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(convert::error(e))),
+        };
+        let fut = worker.write_file(&path, &content, limit);
+        let result = bounded(worker, "write-file", limit, fut).await;
+        Ok(result.map_err(convert::error))
+    }
+
+    async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        self.log_lines += 1;
+        let (task, worker) = match &self.ctx {
+            CallContext::Run { task, worker } => (task.as_str(), worker.addr().to_string()),
+            CallContext::Metadata => ("(loading)", "-".to_string()),
+        };
+        if self.log_lines > LOG_LINES_PER_RUN {
+            if self.log_lines == LOG_LINES_PER_RUN + 1 {
+                tracing::warn!(task, %worker, "task logged more than {LOG_LINES_PER_RUN} lines; dropping the rest of this run's log");
+            }
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > LOG_MESSAGE_MAX_BYTES {
+            let mut cut = LOG_MESSAGE_MAX_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…[truncated]");
+        }
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(target: "quarry::task", task, %worker, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(target: "quarry::task", task, %worker, "{message}"),
+            wit::LogLevel::Info => tracing::info!(target: "quarry::task", task, %worker, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(target: "quarry::task", task, %worker, "{message}"),
+            wit::LogLevel::Error => tracing::error!(target: "quarry::task", task, %worker, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn worker(&mut self) -> wasmtime::Result<wit::WorkerInfo> {
+        Ok(match &self.ctx {
+            CallContext::Run { worker, .. } => wit::WorkerInfo {
+                address: worker.addr().to_string(),
+                ip: worker.addr().ip().to_string(),
+            },
+            CallContext::Metadata => wit::WorkerInfo {
+                address: String::new(),
+                ip: String::new(),
+            },
+        })
+    }
+}

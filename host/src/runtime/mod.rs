@@ -1,0 +1,400 @@
+//! The WebAssembly runtime: one shared [`Runtime`] (wasmtime `Engine` with epoch interruption
+//! and a ticker thread, one `Linker`), plugins compiled once and pre-instantiated
+//! ([`Plugin`]), and a fresh `Store` with a memory limit and a wall-clock deadline for every
+//! (task, worker) run.
+//!
+//! Sandbox: a guest gets WASI p2 with no preopened directories, no sockets, no name lookup,
+//! no environment, no arguments and closed stdin; its stdout is discarded and its stderr kept
+//! (capped) for error reports. The worker is reachable only through the `host` interface
+//! ([`host`]), whose calls each have their own timeout.
+
+mod bindings;
+mod convert;
+mod host;
+mod plugin;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::WIT_VERSION;
+pub use plugin::Plugin;
+
+use crate::error::RunError;
+use crate::task::RunOutcome;
+use crate::workers::Worker;
+
+/// How often the epoch advances. A busy guest yields to tokio at every tick, and a deadline
+/// is noticed within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Extra time after a run's deadline before the whole run future is dropped. Covers a guest
+/// blocked inside a host call, which epochs cannot interrupt.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Guest stderr kept per run, for error reports (panic messages).
+const GUEST_STDERR_CAP_BYTES: usize = 16 << 10;
+
+/// Budget for `describe` and `validate-config`, which must not touch workers.
+pub const METADATA_CALL_BUDGET: Duration = Duration::from_secs(5);
+
+/// Limits applied to every store.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeLimits {
+    /// Linear memory a run may use, all memories together.
+    pub memory_bytes: u64,
+    /// Cap on each host call (the guest may ask for less).
+    pub call_timeout: Duration,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        RuntimeLimits {
+            memory_bytes: 256 << 20,
+            call_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The shared wasmtime engine, linker and limits. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    limits: RuntimeLimits,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (component model, epoch interruption, cranelift) and the linker
+    /// with WASI p2 and the `quarry:task/host` interface.
+    pub fn new(limits: RuntimeLimits) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI p2")?;
+        bindings::host::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking quarry:task/host")?;
+        let ticker = EpochTicker::start(&engine);
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            _ticker: ticker,
+        })
+    }
+
+    /// The limits every run gets.
+    pub fn limits(&self) -> RuntimeLimits {
+        self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<RunState> {
+        &self.linker
+    }
+
+    /// A fresh store for one call sequence, ending at `deadline`.
+    fn store(&self, ctx: CallContext, deadline: Instant) -> Store<RunState> {
+        let stderr = GuestStderr::default();
+        let mut wasi = WasiCtx::builder();
+        // Explicit even where it is the default: no network, no name lookup, no files.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stderr(stderr.clone());
+        let state = RunState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: self.limits.memory_bytes,
+                used: 0,
+                exceeded: false,
+            },
+            stderr,
+            ctx,
+            call_timeout: self.limits.call_timeout,
+            deadline,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Runs `plugin` once against `worker` with `params` (a JSON object), within `budget`.
+    ///
+    /// Strategy: a fresh store whose epoch callback traps at the deadline (busy guests), the
+    /// whole call wrapped in a tokio timeout slightly past the deadline (guests stuck in a host
+    /// call), and the memory limiter's flag to tell an out-of-memory trap from others.
+    pub async fn run(
+        &self,
+        plugin: &Plugin,
+        task: &str,
+        worker: Worker,
+        params: &str,
+        budget: Duration,
+    ) -> Result<RunOutcome, RunError> {
+        let deadline = Instant::now() + budget;
+        let ctx = CallContext::Run {
+            task: task.to_string(),
+            worker,
+        };
+        let mut store = self.store(ctx, deadline);
+        let call = async {
+            let instance = plugin.pre().instantiate_async(&mut store).await?;
+            instance
+                .quarry_task_task()
+                .call_run(&mut store, params)
+                .await
+        };
+        let result = tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await;
+        let secs = budget.as_secs_f64();
+        match result {
+            Err(_elapsed) => Err(RunError::Deadline { secs }),
+            Ok(Err(trap)) => Err(classify_trap(&store, trap, secs)),
+            Ok(Ok(Err(message))) => Err(RunError::Task(message)),
+            Ok(Ok(Ok(outcome))) => convert::outcome(outcome).map_err(RunError::InvalidResult),
+        }
+    }
+
+    /// Calls `describe` and checks the answer. Used when a plugin loads.
+    pub(crate) async fn describe(
+        &self,
+        pre: &bindings::TaskPluginPre<RunState>,
+    ) -> Result<crate::task::TaskMeta, String> {
+        let deadline = Instant::now() + METADATA_CALL_BUDGET;
+        let mut store = self.store(CallContext::Metadata, deadline);
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.quarry_task_task().call_describe(&mut store).await
+        };
+        match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
+            Err(_) => Err("describe did not return within its deadline".into()),
+            Ok(Err(trap)) => Err(format!(
+                "describe failed: {}",
+                classify_trap(&store, trap, METADATA_CALL_BUDGET.as_secs_f64())
+            )),
+            Ok(Ok(meta)) => convert::metadata(meta),
+        }
+    }
+
+    /// Calls `validate-config` with `params`. `Ok(Err(msg))` is the task's verdict;
+    /// `Err` means the call itself failed (trap, deadline).
+    pub async fn validate_config(
+        &self,
+        plugin: &Plugin,
+        params: &str,
+    ) -> Result<Result<(), String>, RunError> {
+        let deadline = Instant::now() + METADATA_CALL_BUDGET;
+        let mut store = self.store(CallContext::Metadata, deadline);
+        let call = async {
+            let instance = plugin.pre().instantiate_async(&mut store).await?;
+            instance
+                .quarry_task_task()
+                .call_validate_config(&mut store, params)
+                .await
+        };
+        let secs = METADATA_CALL_BUDGET.as_secs_f64();
+        match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
+            Err(_) => Err(RunError::Deadline { secs }),
+            Ok(Err(trap)) => Err(classify_trap(&store, trap, secs)),
+            Ok(Ok(verdict)) => Ok(verdict),
+        }
+    }
+}
+
+/// Turns a wasmtime error from a guest call into a [`RunError`], with the guest's stderr
+/// (panic message) appended when there is one.
+fn classify_trap(store: &Store<RunState>, err: wasmtime::Error, secs: f64) -> RunError {
+    let state = store.data();
+    let stderr = state.stderr.tail();
+    let mut detail = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    if !stderr.is_empty() {
+        detail.push_str(&format!(" (guest stderr: {stderr})"));
+    }
+    if state.limiter.exceeded {
+        return RunError::Memory {
+            mib: state.limiter.limit >> 20,
+            detail,
+        };
+    }
+    if matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        return RunError::Deadline { secs };
+    }
+    RunError::Trap(detail)
+}
+
+/// What a store is for: a real run on a worker, or a metadata call that must not reach one.
+pub(crate) enum CallContext {
+    /// `describe` / `validate-config`: host calls are refused.
+    Metadata,
+    /// A run of `task` on `worker`.
+    Run {
+        /// Task name, for logs.
+        task: String,
+        /// The target.
+        worker: Worker,
+    },
+}
+
+/// Per-store state. Owned by one store, dropped with it at the end of the run.
+pub(crate) struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    stderr: GuestStderr,
+    pub(crate) ctx: CallContext,
+    pub(crate) call_timeout: Duration,
+    pub(crate) deadline: Instant,
+    pub(crate) log_lines: u32,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Limits the total linear memory of a store and remembers whether it refused a growth.
+struct MemoryLimiter {
+    limit: u64,
+    used: u64,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = (desired as u64).saturating_sub(current as u64);
+        if self.used.saturating_add(grow) > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.used += grow;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold references; 1M entries is far beyond any task's need.
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// A guest's stderr: the first [`GUEST_STDERR_CAP_BYTES`] are kept, the rest dropped
+/// silently (a chatty guest must not trap because of it).
+#[derive(Clone, Default)]
+struct GuestStderr(Arc<Mutex<Vec<u8>>>);
+
+impl GuestStderr {
+    /// The captured text, trimmed, as one line-joined string (at most the cap).
+    fn tail(&self) -> String {
+        let buf = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&buf)
+            .trim()
+            .lines()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestStderr {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestStderr {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestStderr {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Ok(mut kept) = self.0.lock() {
+            let room = GUEST_STDERR_CAP_BYTES.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`]; it stops on its own once
+/// the engine is dropped (it holds only a weak reference).
+struct EpochTicker;
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("quarry-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        EpochTicker
+    }
+}

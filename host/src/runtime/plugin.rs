@@ -1,0 +1,178 @@
+//! One loaded plugin: compiled once, version-checked, pre-instantiated, described.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::{TaskPluginPre, WIT_PACKAGE, WIT_VERSION};
+use super::{RunState, Runtime};
+use crate::error::LoadError;
+use crate::task::TaskMeta;
+
+/// A plugin ready to run: immutable, shared by `Arc`; a run in flight keeps its own `Arc`, so
+/// replacing a plugin never disturbs runs of the old version.
+pub struct Plugin {
+    meta: TaskMeta,
+    wit_version: String,
+    path: PathBuf,
+    sha256: String,
+    pre: TaskPluginPre<RunState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.meta.name)
+            .field("version", &self.meta.version)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// Reads, compiles, checks and describes the component at `path`.
+    ///
+    /// Strategy: compile on a blocking thread (cranelift is CPU-bound), check the
+    /// `quarry:task` version from the component's type before linking (so the message names
+    /// both versions instead of a linker error), pre-instantiate against the shared linker,
+    /// then call `describe` in a sandboxed store.
+    pub async fn load(rt: &Arc<Runtime>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let err = |reason: String| LoadError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| err(format!("cannot read the file: {e}")))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let engine = rt.engine().clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| err(format!("compiler thread failed: {e}")))?
+            .map_err(|e| err(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
+        let wit_version = check_version(rt, &component).map_err(err)?;
+        let instance_pre = rt
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| err(format!("cannot be linked: {e:#}")))?;
+        let pre = TaskPluginPre::new(instance_pre)
+            .map_err(|e| err(format!("does not have the quarry:task exports: {e:#}")))?;
+        let meta = rt.describe(&pre).await.map_err(err)?;
+        Ok(Arc::new(Plugin {
+            meta,
+            wit_version,
+            path: path.to_path_buf(),
+            sha256,
+            pre,
+        }))
+    }
+
+    /// What the plugin said about itself.
+    pub fn meta(&self) -> &TaskMeta {
+        &self.meta
+    }
+
+    /// The `quarry:task` version it was built against.
+    pub fn wit_version(&self) -> &str {
+        &self.wit_version
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the file, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub(super) fn pre(&self) -> &TaskPluginPre<RunState> {
+        &self.pre
+    }
+}
+
+/// Finds the `quarry:task` version the component targets and checks it against ours.
+fn check_version(rt: &Runtime, component: &Component) -> Result<String, String> {
+    let ty = component.component_type();
+    let engine = rt.engine();
+    let prefix = format!("{WIT_PACKAGE}/");
+    let mut seen = Vec::new();
+    let mut versions = Vec::new();
+    for (name, _) in ty.exports(engine) {
+        seen.push(name.to_string());
+        if let Some(rest) = name.strip_prefix(&prefix)
+            && let Some(("task", version)) = rest.split_once('@')
+        {
+            versions.push(version.to_string());
+        }
+    }
+    for (name, _) in ty.imports(engine) {
+        if let Some(rest) = name.strip_prefix(&prefix)
+            && let Some((_, version)) = rest.split_once('@')
+        {
+            versions.push(version.to_string());
+        }
+    }
+    let Some(version) = versions.first().cloned() else {
+        return Err(format!(
+            "not a Quarry task: it does not export {WIT_PACKAGE}/task@{WIT_VERSION} (its exports: {})",
+            if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+        ));
+    };
+    if let Some(other) = versions.iter().find(|v| **v != version) {
+        return Err(format!(
+            "mixes {WIT_PACKAGE} versions {version} and {other}; rebuild it against {WIT_PACKAGE}@{WIT_VERSION}"
+        ));
+    }
+    if !compatible(&version, WIT_VERSION) {
+        return Err(format!(
+            "built for {WIT_PACKAGE}@{version}, but this host supports {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with an SDK for {WIT_VERSION}"
+        ));
+    }
+    Ok(version)
+}
+
+/// Semver compatibility of a plugin's WIT version with the host's: same major, and while
+/// the major is 0 the same minor; the plugin's patch may not be newer than ours (it could use
+/// additions we do not provide).
+fn compatible(plugin: &str, host: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let core = v.split(['-', '+']).next()?;
+        let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    };
+    match (parse(plugin), parse(host)) {
+        (Some((pm, pn, pp)), Some((hm, hn, hp))) => {
+            pm == hm && (pm != 0 || pn == hn) && (pn, pp) <= (hn, hp)
+        }
+        _ => false,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn version_compatibility() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(!compatible("0.1.1", "0.1.0"));
+        assert!(compatible("0.1.0", "0.1.3"));
+        assert!(!compatible("1.0.0", "0.1.0"));
+        assert!(compatible("1.0.0", "1.2.0"));
+        assert!(!compatible("x", "0.1.0"));
+    }
+}

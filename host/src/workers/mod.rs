@@ -1,0 +1,342 @@
+//! Workers: the machines a task run acts on, and the clients that reach them.
+//!
+//! A [`Worker`] is a cheap handle (an `Arc` inside) with the three operations every task run
+//! needs: [`Worker::execute`], [`Worker::read_file`], [`Worker::write_file`]. Two kinds exist:
+//! - [`rocklet::Rocklet`]: a remote machine running ROCK's `rocklet` HTTP agent, spoken to
+//!   exactly as documented in shared/reference/rocklet-api.md;
+//! - [`local::LocalWorker`]: this machine, the embedded default worker `local`, with the same
+//!   semantics (argv or shell, merged env, process-group kill on timeout, size caps).
+//!
+//! Errors are [`WorkerError`] kinds the guest sees as typed variants; every message names the
+//! worker and the thing that failed.
+
+pub mod local;
+pub mod rocklet;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Port of the rocklet when a worker address gives none (ROCK's `Port.PROXY`).
+pub const DEFAULT_ROCKLET_PORT: u16 = 22555;
+
+/// Where a task run acts: this machine, or a rocklet at `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerAddr {
+    /// The machine Quarry runs on, without any agent.
+    Local,
+    /// A rocklet. `host` is a name, an IPv4 address or a bare IPv6 address (no brackets).
+    Remote {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port of the rocklet.
+        port: u16,
+    },
+}
+
+impl WorkerAddr {
+    /// Parses `local`, `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+    /// `default_port` applies when none is given.
+    pub fn parse(s: &str, default_port: u16) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("worker address is empty".into());
+        }
+        if s == "local" {
+            return Ok(WorkerAddr::Local);
+        }
+        let bad = |why: &str| Err(format!("worker address {s:?} {why}"));
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let Some((h, after)) = rest.split_once(']') else {
+                return bad("has '[' without ']'");
+            };
+            match after {
+                "" => (h, None),
+                p if p.starts_with(':') => (h, Some(&p[1..])),
+                _ => return bad("has text after ']' that is not ':port'"),
+            }
+        } else if s.matches(':').count() > 1 {
+            (s, None) // bare IPv6
+        } else if let Some((h, p)) = s.split_once(':') {
+            (h, Some(p))
+        } else {
+            (s, None)
+        };
+        if host.is_empty() {
+            return bad("has no host");
+        }
+        if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+            return bad("is not a host name or IP address");
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return bad("has an invalid port (expected 1-65535)"),
+            },
+        };
+        Ok(WorkerAddr::Remote {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The host part, as ROCK's status files and reports call it (`worker_ip`).
+    pub fn ip(&self) -> &str {
+        match self {
+            WorkerAddr::Local => "local",
+            WorkerAddr::Remote { host, .. } => host,
+        }
+    }
+}
+
+impl fmt::Display for WorkerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerAddr::Local => f.write_str("local"),
+            WorkerAddr::Remote { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            WorkerAddr::Remote { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// An argument vector, no shell. Must not be empty.
+    Argv(Vec<String>),
+    /// A script for `/bin/sh -c`.
+    Shell(String),
+}
+
+/// A command for [`Worker::execute`].
+#[derive(Clone, Debug)]
+pub struct Command {
+    /// The program or script.
+    pub program: Program,
+    /// Working directory on the worker; `None` = the agent's own.
+    pub cwd: Option<String>,
+    /// Variables merged into the agent's environment (not a replacement).
+    pub env: Vec<(String, String)>,
+    /// Effective time limit, already capped by the caller. On expiry the command's whole
+    /// process group is killed and the call returns [`WorkerError::Timeout`].
+    pub timeout: Duration,
+}
+
+/// What a finished command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Exit status; -N for death by signal N.
+    pub exit_code: i32,
+}
+
+/// Why a worker call produced no answer. Messages name the worker and the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    /// A file, directory or program is missing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The call ran out of time; its effects are unknown.
+    #[error("{0}")]
+    Timeout(String),
+    /// The worker could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Refused: size limit, invalid argument, or a request the worker calls malformed.
+    #[error("{0}")]
+    Rejected(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl WorkerError {
+    /// A short name for reports' `error_type` (ROCK uses Python class names there).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerError::NotFound(_) => "NotFound",
+            WorkerError::Timeout(_) => "TimeoutError",
+            WorkerError::Unreachable(_) => "ConnectionError",
+            WorkerError::Rejected(_) => "Rejected",
+            WorkerError::Other(_) => "WorkerError",
+        }
+    }
+}
+
+/// Size caps applied to every worker call, so a runaway command or file cannot exhaust the
+/// host (the rocklet itself has no limits).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Cap on stdout and on stderr of one command, each; more is truncated with a marker.
+    pub max_output_bytes: usize,
+    /// Cap on a file read or written; a larger file is `Rejected`.
+    pub max_file_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_output_bytes: 4 << 20,
+            max_file_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A handle to one worker; clones share the connection pool.
+#[derive(Clone, Debug)]
+pub enum Worker {
+    /// This machine.
+    Local(Arc<local::LocalWorker>),
+    /// A rocklet.
+    Rocklet(Arc<rocklet::Rocklet>),
+}
+
+impl Worker {
+    /// The worker's address.
+    pub fn addr(&self) -> &WorkerAddr {
+        match self {
+            Worker::Local(w) => w.addr(),
+            Worker::Rocklet(w) => w.addr(),
+        }
+    }
+
+    /// Runs a command and waits for it (at most `cmd.timeout`).
+    pub async fn execute(&self, cmd: &Command) -> Result<Output, WorkerError> {
+        if let Some(err) = check_command(self.addr(), cmd) {
+            return Err(err);
+        }
+        match self {
+            Worker::Local(w) => w.execute(cmd).await,
+            Worker::Rocklet(w) => w.execute(cmd).await,
+        }
+    }
+
+    /// Reads a UTF-8 text file, within `timeout`.
+    pub async fn read_file(&self, path: &str, timeout: Duration) -> Result<String, WorkerError> {
+        if path.is_empty() || path.contains('\0') {
+            return Err(WorkerError::Rejected(format!(
+                "worker {}: read-file: path {path:?} is empty or contains NUL",
+                self.addr()
+            )));
+        }
+        match self {
+            Worker::Local(w) => w.read_file(path, timeout).await,
+            Worker::Rocklet(w) => w.read_file(path, timeout).await,
+        }
+    }
+
+    /// Writes a text file (parents created), within `timeout`.
+    pub async fn write_file(
+        &self,
+        path: &str,
+        content: &str,
+        timeout: Duration,
+    ) -> Result<(), WorkerError> {
+        if path.is_empty() || path.contains('\0') {
+            return Err(WorkerError::Rejected(format!(
+                "worker {}: write-file: path {path:?} is empty or contains NUL",
+                self.addr()
+            )));
+        }
+        match self {
+            Worker::Local(w) => w.write_file(path, content, timeout).await,
+            Worker::Rocklet(w) => w.write_file(path, content, timeout).await,
+        }
+    }
+}
+
+/// Handles for `addrs`; all rocklets share one HTTP connection pool.
+pub fn connect(addrs: &[WorkerAddr], limits: Limits) -> Vec<Worker> {
+    let client = rocklet::Rocklet::http_client();
+    addrs
+        .iter()
+        .map(|a| match a {
+            WorkerAddr::Local => Worker::Local(Arc::new(local::LocalWorker::new(limits))),
+            remote => Worker::Rocklet(Arc::new(rocklet::Rocklet::new(
+                remote.clone(),
+                client.clone(),
+                limits,
+            ))),
+        })
+        .collect()
+}
+
+/// Validates a command before it reaches any worker; `Some` is the rejection.
+fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
+    let reject = |why: String| Some(WorkerError::Rejected(format!("worker {addr}: execute: {why}")));
+    let has_nul = |s: &str| s.contains('\0');
+    match &cmd.program {
+        Program::Argv(argv) if argv.is_empty() => return reject("argv is empty".into()),
+        Program::Argv(argv) if argv[0].is_empty() => return reject("argv[0] is empty".into()),
+        Program::Argv(argv) if argv.iter().any(|a| has_nul(a)) => {
+            return reject("an argument contains a NUL byte".into());
+        }
+        Program::Shell(s) if s.trim().is_empty() => return reject("shell script is empty".into()),
+        Program::Shell(s) if has_nul(s) => return reject("shell script contains a NUL byte".into()),
+        _ => {}
+    }
+    for (k, v) in &cmd.env {
+        if k.is_empty() || k.contains('=') || has_nul(k) || has_nul(v) {
+            return reject(format!("environment variable name {k:?} is invalid"));
+        }
+    }
+    if cmd.cwd.as_deref().is_some_and(|c| c.is_empty() || has_nul(c)) {
+        return reject("cwd is empty or contains NUL".into());
+    }
+    if cmd.timeout.is_zero() {
+        return Some(WorkerError::Timeout(format!(
+            "worker {addr}: execute: no time left in the run"
+        )));
+    }
+    None
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary, appending a marker when it did.
+pub(crate) fn truncate_output(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("\n...[quarry: {dropped} more bytes truncated]"));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        let r = |h: &str, p| WorkerAddr::Remote {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(WorkerAddr::parse("local", 22555), Ok(WorkerAddr::Local));
+        assert_eq!(WorkerAddr::parse("10.0.0.1", 22555), Ok(r("10.0.0.1", 22555)));
+        assert_eq!(WorkerAddr::parse("10.0.0.1:8000", 22555), Ok(r("10.0.0.1", 8000)));
+        assert_eq!(WorkerAddr::parse("::1", 22555), Ok(r("::1", 22555)));
+        assert_eq!(WorkerAddr::parse("[::1]:9", 22555), Ok(r("::1", 9)));
+        assert_eq!(WorkerAddr::parse("[fe80::1]", 7), Ok(r("fe80::1", 7)));
+        assert_eq!(r("::1", 9).to_string(), "[::1]:9");
+        assert!(WorkerAddr::parse("h:0", 1).unwrap_err().contains("invalid port"));
+        assert!(WorkerAddr::parse("h:x", 1).unwrap_err().contains("invalid port"));
+        assert!(WorkerAddr::parse("", 1).unwrap_err().contains("empty"));
+        assert!(WorkerAddr::parse("http://h", 1).is_err());
+    }
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = truncate_output("ééé".to_string(), 3);
+        assert!(s.starts_with('é') && s.contains("4 more bytes truncated"), "{s}");
+        assert_eq!(truncate_output("abc".into(), 3), "abc");
+    }
+}

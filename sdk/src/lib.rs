@@ -1,0 +1,301 @@
+//! # quarry-sdk: write Quarry maintenance tasks in Rust
+//!
+//! A Quarry task is a WebAssembly component that the Quarry host runs on every worker of a
+//! fleet. The task never touches the worker directly: it asks the host to [`host::execute`] a
+//! command, [`host::read_file`] or [`host::write_file`], and the host forwards each call to the
+//! worker the run targets (a rocklet over HTTP, or the host machine itself for the `local`
+//! worker).
+//!
+//! Module map:
+//! - [`Task`] and [`export_task!`]: what a task implements and how it is exported.
+//! - [`host`]: the calls a task makes to its worker, and [`host::Command`] to build commands.
+//! - [`shell`]: quoting for the rare case where a task must run a shell script.
+//! - [`Metadata`], [`Outcome`], [`Status`]: what a task reports.
+//!
+//! ```no_run
+//! use quarry_sdk::{host, Metadata, Outcome, Task};
+//! use serde::Deserialize;
+//!
+//! /// Params, parsed from the `params` map of the task's config entry.
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Params {
+//!     path: String,
+//! }
+//!
+//! struct DiskUsage;
+//!
+//! impl Task for DiskUsage {
+//!     type Params = Params;
+//!
+//!     fn describe() -> Metadata {
+//!         Metadata::new("disk_usage", "0.1.0")
+//!             .idempotent(true)
+//!             .default_interval_seconds(600)
+//!             .params_doc("path: directory whose file system is reported")
+//!     }
+//!
+//!     fn validate(params: &Params) -> Result<(), String> {
+//!         if !params.path.starts_with('/') {
+//!             return Err(format!("path {:?} must be absolute", params.path));
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     fn run(params: Params) -> Result<Outcome, String> {
+//!         // An argv runs without a shell: `params.path` cannot inject anything.
+//!         let out = host::Command::argv(["df", "-P", params.path.as_str()])
+//!             .run()
+//!             .map_err(|e| format!("df failed: {e}"))?;
+//!         if out.exit_code != 0 {
+//!             return Ok(Outcome::failed(format!("df exited with {}: {}", out.exit_code, out.stderr)));
+//!         }
+//!         Ok(Outcome::success(serde_json::json!({ "df": out.stdout })))
+//!     }
+//! }
+//!
+//! quarry_sdk::export_task!(DiskUsage);
+//! ```
+#![deny(missing_docs)]
+
+pub mod host;
+pub mod shell;
+
+use serde::de::DeserializeOwned;
+
+/// The WIT package version this SDK targets (`quarry:task@WIT_VERSION`).
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Static facts about a task, returned by [`Task::describe`].
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    name: String,
+    version: String,
+    idempotent: bool,
+    default_interval_seconds: u32,
+    params_doc: String,
+}
+
+impl Metadata {
+    /// A task named `name` (lower-case letters, digits, `_`) at version `version`. It is
+    /// idempotent and runs hourly unless the builder methods say otherwise.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Metadata {
+            name: name.into(),
+            version: version.into(),
+            idempotent: true,
+            default_interval_seconds: 3600,
+            params_doc: String::new(),
+        }
+    }
+
+    /// Whether running again while an earlier run's effects are under way is harmless. A task
+    /// that starts a daemon and reports its pid is not idempotent.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// The interval used when the config gives none.
+    pub fn default_interval_seconds(mut self, seconds: u32) -> Self {
+        self.default_interval_seconds = seconds;
+        self
+    }
+
+    /// A short description of the params, shown by `quarry plugins`.
+    pub fn params_doc(mut self, doc: impl Into<String>) -> Self {
+        self.params_doc = doc.into();
+        self
+    }
+}
+
+/// How a run ended on one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The work is done.
+    Success,
+    /// The task started something that keeps running; the outcome carries its pid.
+    Running,
+    /// The work failed.
+    Failed,
+}
+
+/// The result of a run on one worker. `detail` becomes the `extra` object of the worker's
+/// status file; it always carries a `status` field, and an `error` field when failed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How the run ended.
+    pub status: Status,
+    /// The pid of a process started by the task that outlives the run.
+    pub pid: Option<u32>,
+    /// A JSON object describing what happened.
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Outcome {
+    /// A successful run. `detail` should be a JSON object; anything else is stored under
+    /// the key `result`.
+    pub fn success(detail: serde_json::Value) -> Self {
+        Self::with(Status::Success, None, detail)
+    }
+
+    /// A run that started a long-lived process with the given pid.
+    pub fn running(pid: u32, detail: serde_json::Value) -> Self {
+        let mut o = Self::with(Status::Running, Some(pid), detail);
+        o.detail.insert("pid".into(), pid.into());
+        o
+    }
+
+    /// A failed run with an error message for the report.
+    pub fn failed(error: impl Into<String>) -> Self {
+        let mut o = Self::with(Status::Failed, None, serde_json::Value::Null);
+        o.detail.insert("error".into(), error.into().into());
+        o
+    }
+
+    /// Adds or replaces one field of the detail object.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.detail.insert(key.to_string(), value.into());
+        self
+    }
+
+    fn with(status: Status, pid: Option<u32>, detail: serde_json::Value) -> Self {
+        let mut map = match detail {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("result".into(), other);
+                m
+            }
+        };
+        let word = match status {
+            Status::Success => "success",
+            Status::Running => "running",
+            Status::Failed => "failed",
+        };
+        map.entry("status").or_insert_with(|| word.into());
+        Outcome {
+            status,
+            pid,
+            detail: map,
+        }
+    }
+}
+
+/// A Quarry task. Implement it on a unit struct and export it with [`export_task!`].
+pub trait Task {
+    /// The task's params, deserialized from the JSON object built from the config entry's
+    /// `params` map. Use `#[serde(deny_unknown_fields)]` so that typos are reported.
+    type Params: DeserializeOwned;
+
+    /// Static facts about the task.
+    fn describe() -> Metadata;
+
+    /// Checks params beyond what deserialization checks (paths, ranges). Runs on the host when
+    /// the config is loaded, before any worker is touched; no host calls are available.
+    fn validate(params: &Self::Params) -> Result<(), String> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// Runs the task on the current worker. Return `Err` (or [`Outcome::failed`]) when it
+    /// failed; the message is reported for this worker.
+    fn run(params: Self::Params) -> Result<Outcome, String>;
+}
+
+/// Exports a [`Task`] implementation as the component's `quarry:task/task` interface.
+///
+/// Invoke it once, at the crate root of a `cdylib` built for `wasm32-wasip2`.
+#[macro_export]
+macro_rules! export_task {
+    ($task:ty) => {
+        // Exported names such as `quarry:task/task@0.1.0#run` only link for wasm; natively
+        // (unit tests, docs) the task is plain Rust.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct QuarryTaskExport;
+            impl $crate::__private::Guest for QuarryTaskExport {
+                fn describe() -> $crate::__private::WitMetadata {
+                    $crate::__private::describe::<$task>()
+                }
+                fn validate_config(params: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::validate_config::<$task>(&params)
+                }
+                fn run(
+                    params: ::std::string::String,
+                ) -> ::std::result::Result<$crate::__private::WitOutcome, ::std::string::String> {
+                    $crate::__private::run::<$task>(&params)
+                }
+            }
+            $crate::__private::export_bindings!(QuarryTaskExport with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Generated bindings and glue used by [`export_task!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings::export_bindings;
+    pub use crate::bindings::exports::quarry::task::task::{
+        Guest, Metadata as WitMetadata, Outcome as WitOutcome,
+    };
+
+    /// The generated bindings module, for the export macro.
+    pub mod bindings {
+        pub use crate::bindings::*;
+    }
+
+    use crate::bindings::exports::quarry::task::task::Status as WitStatus;
+    use crate::{Outcome, Status, Task};
+
+    fn parse<T: Task>(params: &str) -> Result<T::Params, String> {
+        let raw = if params.trim().is_empty() { "{}" } else { params };
+        serde_json::from_str(raw).map_err(|e| format!("invalid params: {e}"))
+    }
+
+    pub fn describe<T: Task>() -> WitMetadata {
+        let m = T::describe();
+        WitMetadata {
+            name: m.name,
+            version: m.version,
+            idempotent: m.idempotent,
+            default_interval_seconds: m.default_interval_seconds,
+            params_doc: m.params_doc,
+        }
+    }
+
+    pub fn validate_config<T: Task>(params: &str) -> Result<(), String> {
+        T::validate(&parse::<T>(params)?)
+    }
+
+    pub fn run<T: Task>(params: &str) -> Result<WitOutcome, String> {
+        let params = parse::<T>(params)?;
+        T::validate(&params)?;
+        let Outcome {
+            status,
+            pid,
+            detail,
+        } = T::run(params)?;
+        Ok(WitOutcome {
+            status: match status {
+                Status::Success => WitStatus::Success,
+                Status::Running => WitStatus::Running,
+                Status::Failed => WitStatus::Failed,
+            },
+            pid,
+            detail: serde_json::Value::Object(detail).to_string(),
+        })
+    }
+}
+
+#[allow(missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "task-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+        default_bindings_module: "quarry_sdk::__private::bindings",
+    });
+}

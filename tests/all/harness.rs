@@ -1,0 +1,135 @@
+//! Shared test plumbing: temp dirs, plugin dirs built from the components that build.rs
+//! made, a runtime, and named timeouts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quarry_host::plugins::PluginSet;
+use quarry_host::run::{RunSettings, TaskRun};
+use quarry_host::runtime::{Runtime, RuntimeLimits};
+
+/// The built-in plugins, built from plugins/ by build.rs.
+pub const PLUGINS: &str = env!("QUARRY_TEST_PLUGINS_DIR");
+/// The test guests, built from tests/guests/ by build.rs.
+pub const GUESTS: &str = env!("QUARRY_TEST_GUESTS_DIR");
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh empty directory named after `label`.
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "quarry-test-{label}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Its path as text (for params and configs).
+    pub fn str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Path of a built component: `file_cleanup` → the built-in, `probe` → the test guest.
+pub fn component(name: &str) -> PathBuf {
+    let file = format!("{name}.wasm");
+    let p = Path::new(PLUGINS).join(&file);
+    if p.exists() {
+        return p;
+    }
+    Path::new(GUESTS).join(file)
+}
+
+/// A plugins directory holding copies of the named components.
+pub fn plugins_dir(names: &[&str]) -> TempDir {
+    let dir = TempDir::new("plugins");
+    for n in names {
+        std::fs::copy(component(n), dir.path().join(format!("{n}.wasm"))).unwrap();
+    }
+    dir
+}
+
+/// A runtime with the given memory limit (MiB) and call timeout.
+pub fn runtime(memory_mib: u64, call_timeout: Duration) -> Arc<Runtime> {
+    Arc::new(
+        Runtime::new(RuntimeLimits {
+            memory_bytes: memory_mib << 20,
+            call_timeout,
+        })
+        .unwrap(),
+    )
+}
+
+/// Loads `dir` and returns the set.
+pub async fn load(rt: &Arc<Runtime>, dir: &Path) -> PluginSet {
+    within("loading plugins", 120, PluginSet::load_dir(rt, dir))
+        .await
+        .unwrap()
+}
+
+/// A task of a loaded set with params.
+pub fn task(set: &PluginSet, name: &str, params: serde_json::Value) -> TaskRun {
+    TaskRun {
+        plugin: set.get(name).unwrap_or_else(|| panic!("plugin {name} not loaded: {:?}", set.errors())).clone(),
+        params: params.to_string(),
+    }
+}
+
+/// Settings for a tick: status files in `status_dir`, reports in `report_dir`.
+pub fn settings(status_dir: &str, report_dir: Option<&Path>, run_timeout_secs: u64) -> RunSettings {
+    RunSettings {
+        status_dir: status_dir.to_string(),
+        run_timeout: Duration::from_secs(run_timeout_secs),
+        concurrency: 50,
+        report_dir: report_dir.map(Path::to_path_buf),
+    }
+}
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than `secs`.
+pub async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {secs}s"),
+    }
+}
+
+/// Sets a file's modification time to `days` days ago.
+pub fn age(path: &Path, days: u64) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(days * 86400);
+    let f = std::fs::File::options().write(true).open(path).or_else(|_| std::fs::File::open(path)).unwrap();
+    f.set_modified(when).unwrap();
+}
+
+/// Writes `content` to `path` (parents created), optionally aged by `days`.
+pub fn file(path: &Path, content: &[u8], days: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    if days > 0 {
+        age(path, days);
+    }
+}
+
+/// The top-level keys of a JSON object text, in order.
+pub fn key_order(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v.as_object().unwrap().keys().cloned().collect()
+}

@@ -1,0 +1,11 @@
+//! Quarry's integration tests: one binary, one module per area. Real rocklets (PyPI rl-rock,
+//! installed by scripts/setup.sh) are started on 127.0.0.1 random ports by `support::rocklet`.
+
+mod cli;
+mod config;
+mod e2e;
+mod harness;
+mod plugins;
+mod scheduler;
+mod support;
+mod workers;

@@ -1,0 +1,205 @@
+//! # probe: a test guest with one behaviour per `mode`
+//!
+//! Quarry's integration tests load this component and pick what it does through its params:
+//! `{"mode": "<mode>", ...mode-specific fields}`. Unknown fields are ignored.
+//!
+//! | mode      | fields                        | behaviour |
+//! |-----------|-------------------------------|-----------|
+//! | `ok`      |                               | success, detail `{worker, address}` |
+//! | `fail`    |                               | `Outcome::failed("probe failed on purpose")` |
+//! | `error`   |                               | `Err("probe error on purpose")` |
+//! | `trap`    |                               | panics (a wasm trap: panic = abort) |
+//! | `loop`    |                               | spins forever (only the epoch deadline stops it) |
+//! | `alloc`   | `mib` (default 512)           | allocates and touches that many MiB, then success |
+//! | `sleep`   | `secs`, `timeout_ms`?         | runs `sleep <secs>` on the worker (blocks in a host call) |
+//! | `exec`    | `argv`, `timeout_ms`?         | runs the argv; detail `{stdout, stderr, exit_code}` |
+//! | `shell`   | `script`, `timeout_ms`?       | runs the script; same detail |
+//! | `read`    | `path`                        | `read_file`; detail `{content}` |
+//! | `write`   | `path`, `content`             | `write_file`; detail `{written: true}` |
+//! | `running` | `pid`                         | `Outcome::running(pid, {})` |
+//! | `invalid` |                               | fails validation: "probe: invalid on purpose" |
+//!
+//! Host-call errors are not run failures here: `sleep`, `exec`, `shell`, `read` and `write`
+//! succeed with detail `{error_kind, error}` (kinds `not-found`, `timeout`, `unreachable`,
+//! `rejected`, `other`) so that tests can check exactly what the guest saw.
+
+#![deny(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use quarry_sdk::host::{self, Command, Error};
+use quarry_sdk::{Metadata, Outcome, Task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Every mode `validate` accepts.
+const MODES: &[&str] = &[
+    "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
+    "running", "invalid",
+];
+
+/// `alloc` allocates this many MiB unless `mib` says otherwise: more than a guest should be
+/// allowed, so that a memory limit stops it.
+const DEFAULT_ALLOC_MIB: u64 = 512;
+
+/// Bytes per MiB (the `alloc` chunk size).
+const MIB_BYTES: usize = 1 << 20;
+
+/// The params: a mode and whatever that mode reads.
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    /// The behaviour; one of [`MODES`].
+    pub mode: String,
+    /// `alloc`: MiB to allocate.
+    pub mib: Option<u64>,
+    /// `sleep`: seconds to sleep (a number or a string `sleep` accepts).
+    pub secs: Option<Value>,
+    /// `exec`: the argv to run.
+    pub argv: Option<Vec<String>>,
+    /// `shell`: the script to run.
+    pub script: Option<String>,
+    /// `sleep`, `exec`, `shell`: the command's time limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// `read`, `write`: the file on the worker.
+    pub path: Option<String>,
+    /// `write`: what to write.
+    pub content: Option<String>,
+    /// `running`: the pid to report.
+    pub pid: Option<u32>,
+}
+
+/// The task.
+pub struct Probe;
+
+impl Task for Probe {
+    type Params = Params;
+
+    fn describe() -> Metadata {
+        Metadata::new("probe", "1.0.0")
+            .idempotent(true)
+            .default_interval_seconds(60)
+            .params_doc(
+                "mode: ok | fail | error | trap | loop | alloc (mib) | sleep (secs, timeout_ms) | \
+                 exec (argv, timeout_ms) | shell (script, timeout_ms) | read (path) | \
+                 write (path, content) | running (pid) | invalid",
+            )
+    }
+
+    fn validate(params: &Params) -> Result<(), String> {
+        match params.mode.as_str() {
+            "invalid" => Err("probe: invalid on purpose".into()),
+            m if MODES.contains(&m) => Ok(()),
+            m => Err(format!("unknown mode {m:?}")),
+        }
+    }
+
+    fn run(params: Params) -> Result<Outcome, String> {
+        match params.mode.as_str() {
+            "ok" => {
+                let w = host::worker();
+                Ok(Outcome::success(
+                    json!({ "worker": w.ip, "address": w.address }),
+                ))
+            }
+            "fail" => Ok(Outcome::failed("probe failed on purpose")),
+            "error" => Err("probe error on purpose".into()),
+            "trap" => panic!("probe trap on purpose"),
+            "loop" => spin_forever(),
+            "alloc" => Ok(alloc(params.mib.unwrap_or(DEFAULT_ALLOC_MIB))),
+            "sleep" => {
+                let secs = match params.secs {
+                    Some(Value::String(s)) => s,
+                    Some(v) => v.to_string(),
+                    None => return Err("sleep: missing \"secs\"".into()),
+                };
+                Ok(execute(
+                    Command::argv(["sleep".to_string(), secs]),
+                    params.timeout_ms,
+                ))
+            }
+            "exec" => {
+                let argv = params.argv.ok_or("exec: missing \"argv\"")?;
+                Ok(execute(Command::argv(argv), params.timeout_ms))
+            }
+            "shell" => {
+                let script = params.script.ok_or("shell: missing \"script\"")?;
+                Ok(execute(Command::shell(script), params.timeout_ms))
+            }
+            "read" => {
+                let path = params.path.ok_or("read: missing \"path\"")?;
+                Ok(match host::read_file(&path) {
+                    Ok(content) => Outcome::success(json!({ "content": content })),
+                    Err(e) => error_outcome(&e),
+                })
+            }
+            "write" => {
+                let path = params.path.ok_or("write: missing \"path\"")?;
+                let content = params.content.unwrap_or_default();
+                Ok(match host::write_file(&path, &content) {
+                    Ok(()) => Outcome::success(json!({ "written": true })),
+                    Err(e) => error_outcome(&e),
+                })
+            }
+            "running" => {
+                let pid = params.pid.ok_or("running: missing \"pid\"")?;
+                Ok(Outcome::running(pid, json!({})))
+            }
+            // `invalid` never gets here: the SDK validates before every run.
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+quarry_sdk::export_task!(Probe);
+
+/// Busy-loops forever. `black_box` makes every iteration observable to the optimiser, so the
+/// loop cannot be removed or turned into a trap.
+fn spin_forever() -> ! {
+    let mut i: u64 = 0;
+    loop {
+        i = black_box(i.wrapping_add(1));
+    }
+}
+
+/// Allocates `mib` MiB in 1 MiB chunks, writes every byte, and keeps all chunks alive until
+/// the end.
+fn alloc(mib: u64) -> Outcome {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for i in 0..mib {
+        let mut chunk = vec![0u8; MIB_BYTES];
+        chunk.fill(black_box(i as u8 | 1));
+        chunks.push(black_box(chunk));
+    }
+    let touched: usize = black_box(&chunks).iter().map(Vec::len).sum();
+    Outcome::success(json!({ "allocated_mib": mib, "touched_bytes": touched }))
+}
+
+/// Runs `cmd` (with an optional time limit) and reports what came back.
+fn execute(cmd: Command, timeout_ms: Option<u64>) -> Outcome {
+    let cmd = match timeout_ms {
+        Some(ms) => cmd.timeout(Duration::from_millis(ms)),
+        None => cmd,
+    };
+    match cmd.run() {
+        Ok(out) => Outcome::success(json!({
+            "stdout": out.stdout,
+            "stderr": out.stderr,
+            "exit_code": out.exit_code,
+        })),
+        Err(e) => error_outcome(&e),
+    }
+}
+
+/// A host error as a successful outcome with `{error_kind, error}`.
+fn error_outcome(e: &Error) -> Outcome {
+    let (kind, message) = match e {
+        Error::NotFound(m) => ("not-found", m),
+        Error::Timeout(m) => ("timeout", m),
+        Error::Unreachable(m) => ("unreachable", m),
+        Error::Rejected(m) => ("rejected", m),
+        Error::Other(m) => ("other", m),
+    };
+    Outcome::success(json!({ "error_kind": kind, "error": message }))
+}
