@@ -40,6 +40,7 @@ pub const ROCK_DEFAULT_INTERVAL_SECS: u64 = 3600;
 
 /// Mirrors the YAML file.
 #[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "a mapping with a `scheduler` section")]
 pub struct RawConfig {
     /// ROCK's scheduler section.
     pub scheduler: Option<RawScheduler>,
@@ -50,7 +51,7 @@ pub struct RawConfig {
 
 /// ROCK's `scheduler:` section, key for key.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of scheduler settings")]
 pub struct RawScheduler {
     /// false → no task runs.
     #[serde(default)]
@@ -64,7 +65,7 @@ pub struct RawScheduler {
 
 /// One entry of `scheduler.tasks`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a task entry (a mapping with task_class)")]
 pub struct RawTask {
     /// ROCK class path, class name, or Quarry plugin name.
     #[serde(default)]
@@ -85,7 +86,7 @@ fn yes() -> bool {
 
 /// Quarry's `quarry:` section.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of Quarry settings")]
 pub struct RawQuarry {
     /// Directory of `.wasm` plugins (relative paths: to the config file's directory).
     pub plugins_dir: Option<PathBuf>,
@@ -175,6 +176,11 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Field
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner().to_string();
+        // The YAML library prefixes some messages with the path we already report.
+        let inner = match inner.split_once(": ") {
+            Some((path, rest)) if !path.is_empty() && field.starts_with(path) => rest.to_string(),
+            _ => inner,
+        };
         FieldError {
             field: if field == "." { "(file)".into() } else { field },
             reason: inner,

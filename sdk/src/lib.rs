@@ -251,7 +251,12 @@ pub mod __private {
 
     fn parse<T: Task>(params: &str) -> Result<T::Params, String> {
         let raw = if params.trim().is_empty() { "{}" } else { params };
-        serde_json::from_str(raw).map_err(|e| format!("invalid params: {e}"))
+        serde_json::from_str(raw).map_err(|e| {
+            // Positions refer to the JSON text the host built, not to the user's config.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            format!("invalid params: {msg}")
+        })
     }
 
     pub fn describe<T: Task>() -> WitMetadata {

@@ -236,13 +236,13 @@ async fn host_calls_reach_the_rocklet_and_errors_are_typed() {
     let d = run(json!({"mode": "read", "path": path})).await;
     assert_eq!(d["content"], "héllo\nworld");
     let d = run(json!({"mode": "read", "path": tmp.path().join("nope")})).await;
-    assert_eq!(d["error_kind"], "not-found", "{d}");
+    assert_eq!(d["error_kind"], "not-found", "{d:?}");
     let d = run(json!({"mode": "exec", "argv": ["printf", "%s", "$(id) `id`; id"]})).await;
     assert_eq!(d["stdout"], "$(id) `id`; id", "argv values reach the program verbatim");
     let d = run(json!({"mode": "shell", "script": "echo out; echo err >&2; exit 3"})).await;
     assert_eq!((d["stdout"].as_str(), d["stderr"].as_str(), d["exit_code"].as_i64()), (Some("out\n"), Some("err\n"), Some(3)));
     let d = run(json!({"mode": "exec", "argv": ["no-such-program-quarry"]})).await;
-    assert_eq!(d["error_kind"], "not-found", "{d}");
+    assert_eq!(d["error_kind"], "not-found", "{d:?}");
     let d = run(json!({"mode": "ok"})).await;
     assert_eq!(d["worker"], "127.0.0.1");
 }
@@ -263,7 +263,7 @@ async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(12), "took {took:?}");
     // The host call was cut at the run's deadline; the guest saw a timeout error.
-    let d = runs[0].detail.as_ref().unwrap();
+    let d = runs[0].detail.as_ref().unwrap_or_else(|| panic!("{}", report.to_json()));
     assert_eq!(d["error_kind"], "timeout", "{}", report.to_json());
 }
 

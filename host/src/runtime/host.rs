@@ -16,6 +16,10 @@ use crate::workers::{Worker, WorkerError};
 /// timeout answer (with the killed process group) arrives before ours fires.
 const CALL_GRACE: Duration = Duration::from_secs(3);
 
+/// Time left to the guest, after a host call that ran until the run's deadline, to handle
+/// the timeout answer (so it sees a typed timeout instead of being interrupted blind).
+const ANSWER_RESERVE: Duration = Duration::from_millis(300);
+
 /// Longest log message kept from a guest; longer ones are cut.
 const LOG_MESSAGE_MAX_BYTES: usize = 4096;
 
@@ -36,7 +40,10 @@ impl RunState {
     /// The time limit for one call: the host's cap, shortened to the time left in the run
     /// and to what the guest asked for.
     fn call_limit(&self, asked: Option<Duration>) -> Duration {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(ANSWER_RESERVE);
         let mut limit = self.call_timeout.min(left);
         if let Some(asked) = asked {
             limit = limit.min(asked);
