@@ -50,5 +50,5 @@ PATH=$ROOT/demo/bin:$PATH "$QUARRY" run file_cleanup --plugins-dir target/quarry
     --params "$PARAMS" --status-dir "$ROOT/demo/status" --report-dir "$ROOT/demo/reports" \
     > demo/report.json
 echo "-- run report (demo/reports/file_cleanup_run_report.json):"; cat demo/report.json
-echo "-- status file on the worker (demo/status/file_cleanup_status.json):"; cat demo/status/file_cleanup_status.json; echo
+echo "-- the worker's status file is demo/status/file_cleanup_status.json (its extra is the detail above)"
 echo "-- after (kept):"; (cd "$D" && find . -mindepth 1 | sort)
