@@ -13,13 +13,33 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // A target dir of its own: the outer cargo holds the lock on the workspace's.
     let target_dir = root.join("target").join("wasm");
-    for watched in ["wit", "sdk/src", "sdk/Cargo.toml", "plugins", "tests/guests"] {
+    for watched in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "plugins",
+        "tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let plugins = build(&root.join("plugins/Cargo.toml"), &target_dir, &out.join("plugins"));
-    let guests = build(&root.join("tests/guests/Cargo.toml"), &target_dir, &out.join("guests"));
-    println!("cargo:rustc-env=QUARRY_TEST_PLUGINS_DIR={}", plugins.display());
-    println!("cargo:rustc-env=QUARRY_TEST_GUESTS_DIR={}", guests.display());
+    let plugins = build(
+        &root.join("plugins/Cargo.toml"),
+        &target_dir,
+        &out.join("plugins"),
+    );
+    let guests = build(
+        &root.join("tests/guests/Cargo.toml"),
+        &target_dir,
+        &out.join("guests"),
+    );
+    println!(
+        "cargo:rustc-env=QUARRY_TEST_PLUGINS_DIR={}",
+        plugins.display()
+    );
+    println!(
+        "cargo:rustc-env=QUARRY_TEST_GUESTS_DIR={}",
+        guests.display()
+    );
 }
 
 /// Builds every member of a wasm workspace and copies its `.wasm` files into `dest`.
@@ -31,7 +51,12 @@ fn build(manifest: &Path, target_dir: &Path, dest: &Path) -> PathBuf {
         .arg("--target-dir")
         .arg(target_dir);
     // Flags meant for the host build must not leak into the guests.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("running cargo for the wasm guests");

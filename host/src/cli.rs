@@ -81,7 +81,11 @@ pub enum Command {
 }
 
 /// Runs a parsed command line. `out` gets the command's answer, `err` human notes.
-pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub async fn execute(
+    cli: Cli,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = match Config::load(&config) {
@@ -126,14 +130,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -141,6 +146,15 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// A runtime for one-shot commands, with the default compile cache.
+fn runtime(limits: RuntimeLimits) -> anyhow::Result<Arc<Runtime>> {
+    let mut rt = Runtime::new(limits)?;
+    if let Some(dir) = config::default_cache_dir(&|k: &str| std::env::var(k).ok()) {
+        rt = rt.with_compile_cache(dir);
+    }
+    Ok(Arc::new(rt))
 }
 
 struct RunArgs {
@@ -155,7 +169,11 @@ struct RunArgs {
 }
 
 /// `quarry run`.
-async fn run_once(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+async fn run_once(
+    args: RunArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     let usage = |err: &mut dyn Write, msg: String| -> anyhow::Result<ExitCode> {
         writeln!(err, "quarry run: {msg}")?;
         Ok(ExitCode::from(2))
@@ -186,10 +204,10 @@ async fn run_once(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> an
     if !status_dir.starts_with('/') {
         return usage(err, format!("--status-dir {status_dir:?} must be absolute"));
     }
-    let rt = Arc::new(Runtime::new(RuntimeLimits {
+    let rt = runtime(RuntimeLimits {
         memory_bytes: args.memory_bytes,
         call_timeout: Duration::from_secs(config::DEFAULT_CALL_TIMEOUT_SECS).min(args.timeout),
-    })?);
+    })?;
     let plugins = PluginSet::load_dir(&rt, &args.plugins_dir).await?;
     let name = plugin_name_for_class(&args.task);
     let Some(plugin) = plugins.get(name) else {
@@ -223,7 +241,11 @@ async fn run_once(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> an
         let r = &run.result;
         write!(err, "{}: {:?}", r.worker_ip, r.outcome)?;
         if let Some(e) = &r.error {
-            write!(err, " ({}: {e})", r.error_type.as_deref().unwrap_or("error"))?;
+            write!(
+                err,
+                " ({}: {e})",
+                r.error_type.as_deref().unwrap_or("error")
+            )?;
         }
         writeln!(err)?;
         if let Some(detail) = &run.detail {
@@ -238,8 +260,12 @@ async fn run_once(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> an
 }
 
 /// `quarry plugins`.
-async fn list_plugins(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let rt = Arc::new(Runtime::new(RuntimeLimits::default())?);
+async fn list_plugins(
+    dir: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime(RuntimeLimits::default())?;
     let plugins = PluginSet::load_dir(&rt, dir)
         .await
         .with_context(|| format!("listing plugins in {}", dir.display()))?;
@@ -281,7 +307,11 @@ async fn list_plugins(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 /// `quarry check-config`.
-async fn check_config(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<ExitCode> {
+async fn check_config(
+    file: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     let cfg = match Config::load(file) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -289,11 +319,15 @@ async fn check_config(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> 
             return Ok(ExitCode::from(1));
         }
     };
-    let rt = Arc::new(Runtime::new(scheduler::runtime_limits(&cfg))?);
+    let rt = runtime(scheduler::runtime_limits(&cfg))?;
     let plugins = match PluginSet::load_dir(&rt, &cfg.plugins_dir).await {
         Ok(p) => p,
         Err(e) => {
-            writeln!(err, "invalid config {}:\n  quarry.plugins_dir: {e}", file.display())?;
+            writeln!(
+                err,
+                "invalid config {}:\n  quarry.plugins_dir: {e}",
+                file.display()
+            )?;
             return Ok(ExitCode::from(1));
         }
     };

@@ -65,7 +65,10 @@ pub struct RawScheduler {
 
 /// One entry of `scheduler.tasks`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a task entry (a mapping with task_class)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a task entry (a mapping with task_class)"
+)]
 pub struct RawTask {
     /// ROCK class path, class name, or Quarry plugin name.
     #[serde(default)]
@@ -106,6 +109,8 @@ pub struct RawQuarry {
     pub call_timeout_seconds: Option<u64>,
     /// Linear memory per run, in MiB.
     pub memory_limit_mib: Option<u64>,
+    /// Directory of the compile cache; `none` disables it.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -133,6 +138,8 @@ pub struct Config {
     pub call_timeout: Duration,
     /// Linear memory per run, bytes.
     pub memory_limit_bytes: u64,
+    /// Compile cache directory, if any.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One validated task entry.
@@ -168,6 +175,15 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// Its problems.
     pub problems: Vec<FieldError>,
+}
+
+/// `$XDG_CACHE_HOME/quarry/compiled`, else `$HOME/.cache/quarry/compiled`, else none.
+pub fn default_cache_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
+    non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("quarry").join("compiled"))
 }
 
 /// The only place that knows the YAML library.
@@ -233,7 +249,10 @@ impl Config {
             let at = |f: &str| format!("scheduler.tasks[{index}].{f}");
             if t.task_class.trim().is_empty() {
                 if t.enabled {
-                    bad(at("task_class"), "is empty: name a plugin or a ROCK task class".into());
+                    bad(
+                        at("task_class"),
+                        "is empty: name a plugin or a ROCK task class".into(),
+                    );
                 }
                 continue;
             }
@@ -284,9 +303,10 @@ impl Config {
             .enumerate()
         {
             match WorkerAddr::parse(w, port) {
-                Ok(a) if workers.contains(&a) => {
-                    bad(format!("quarry.workers[{i}]"), format!("{a} is listed twice"))
-                }
+                Ok(a) if workers.contains(&a) => bad(
+                    format!("quarry.workers[{i}]"),
+                    format!("{a} is listed twice"),
+                ),
                 Ok(a) => workers.push(a),
                 Err(e) => bad(format!("quarry.workers[{i}]"), e),
             }
@@ -342,6 +362,11 @@ impl Config {
             );
         }
         let ttl = sched.worker_cache_ttl.unwrap_or(ROCK_DEFAULT_INTERVAL_SECS);
+        let cache_dir = match q.cache_dir {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(base.join(p)),
+            None => default_cache_dir(&env),
+        };
 
         if !problems.is_empty() {
             return Err(problems);
@@ -358,6 +383,7 @@ impl Config {
             run_timeout: Duration::from_secs(run),
             call_timeout: Duration::from_secs(call),
             memory_limit_bytes: mem << 20,
+            cache_dir,
         })
     }
 }

@@ -10,7 +10,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let cli = quarry_host::cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("quarry: --log {:?} is not a valid filter ({e}); using info", cli.log);
+        eprintln!(
+            "quarry: --log {:?} is not a valid filter ({e}); using info",
+            cli.log
+        );
         EnvFilter::new("info")
     });
     tracing_subscriber::fmt()

@@ -182,7 +182,8 @@ impl RunReport {
     /// Aggregates worker results as ROCK does.
     pub fn build(task: &str, duration_ms: f64, results: Vec<WorkerResult>) -> RunReport {
         use WorkerOutcome::*;
-        let count = |f: &dyn Fn(WorkerOutcome) -> bool| results.iter().filter(|r| f(r.outcome)).count();
+        let count =
+            |f: &dyn Fn(WorkerOutcome) -> bool| results.iter().filter(|r| f(r.outcome)).count();
         let success_count = count(&|o| matches!(o, Success | Started | Skipped));
         let failed_count = count(&|o| matches!(o, Failed | Timeout));
         let skipped_count = count(&|o| o == Skipped);
@@ -294,10 +295,22 @@ mod tests {
         let r = RunReport::build(
             "t",
             1.0,
-            vec![result("a", Started), result("b", Timeout), result("c", Success)],
+            vec![
+                result("a", Started),
+                result("b", Timeout),
+                result("c", Success),
+            ],
         );
         assert_eq!(r.outcome, TickOutcome::Partial);
-        assert_eq!((r.success_count, r.started_count, r.failed_count, r.timeout_count), (2, 1, 1, 1));
+        assert_eq!(
+            (
+                r.success_count,
+                r.started_count,
+                r.failed_count,
+                r.timeout_count
+            ),
+            (2, 1, 1, 1)
+        );
         assert_eq!(r.success_ips, vec!["a", "c"]);
         assert_eq!(r.failed_details[0].reason, "unknown error");
         let r = RunReport::build("t", 1.0, vec![result("a", Failed), result("b", Timeout)]);
@@ -308,19 +321,39 @@ mod tests {
 
     #[test]
     fn report_keys_in_rock_order() {
-        let json = RunReport::build("file_cleanup", 5.0, vec![result("h", WorkerOutcome::Success)]).to_json();
+        let json = RunReport::build(
+            "file_cleanup",
+            5.0,
+            vec![result("h", WorkerOutcome::Success)],
+        )
+        .to_json();
         let keys = [
-            "task_type", "timestamp", "duration_ms", "outcome", "total", "success_count",
-            "started_count", "skipped_count", "failed_count", "timeout_count", "success_ips",
-            "failed_details", "worker_results",
+            "task_type",
+            "timestamp",
+            "duration_ms",
+            "outcome",
+            "total",
+            "success_count",
+            "started_count",
+            "skipped_count",
+            "failed_count",
+            "timeout_count",
+            "success_ips",
+            "failed_details",
+            "worker_results",
         ];
         let mut last = 0;
         for k in keys {
-            let at = json.find(&format!("\"{k}\"")).unwrap_or_else(|| panic!("{k} missing"));
+            let at = json
+                .find(&format!("\"{k}\""))
+                .unwrap_or_else(|| panic!("{k} missing"));
             assert!(at > last || last == 0, "{k} out of order");
             last = at;
         }
-        assert!(json.starts_with("{\n  \"task_type\": \"file_cleanup\",\n"), "{json}");
+        assert!(
+            json.starts_with("{\n  \"task_type\": \"file_cleanup\",\n"),
+            "{json}"
+        );
         assert!(!json.ends_with('\n'));
         assert!(json.contains("\"duration_ms\": 5.0,"));
     }

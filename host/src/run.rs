@@ -98,7 +98,11 @@ pub async fn run_on_worker(
             crate::workers::WorkerError::Timeout(_) => WorkerOutcome::Timeout,
             _ => WorkerOutcome::Failed,
         };
-        return failed(outcome, e.kind(), format!("writing the pending status: {e}"));
+        return failed(
+            outcome,
+            e.kind(),
+            format!("writing the pending status: {e}"),
+        );
     }
 
     let budget = settings
@@ -176,7 +180,11 @@ pub async fn run_tick(
 ) -> (RunReport, Vec<WorkerRun>) {
     let started = Instant::now();
     let name = task.name();
-    let span = tracing::info_span!("quarry.scheduler.tick", task = name, workers = workers.len());
+    let span = tracing::info_span!(
+        "quarry.scheduler.tick",
+        task = name,
+        workers = workers.len()
+    );
     let runs: Vec<WorkerRun> = futures::stream::iter(workers.iter().cloned())
         .map(|w: Worker| async move {
             // A hard stop slightly past the budget, in case a worker call ignores its own.
@@ -202,7 +210,11 @@ pub async fn run_tick(
         .instrument(span)
         .await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let report = RunReport::build(name, duration_ms, runs.iter().map(|r| r.result.clone()).collect());
+    let report = RunReport::build(
+        name,
+        duration_ms,
+        runs.iter().map(|r| r.result.clone()).collect(),
+    );
     for r in &report.worker_results {
         if let Some(err) = &r.error {
             tracing::warn!(task = name, worker = %r.worker_ip, outcome = ?r.outcome, "{err}");

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, FieldError};
 use crate::plugins::PluginSet;
+use crate::plugins::watch::PluginWatcher;
 use crate::report::RunReport;
 use crate::run::{RunSettings, TaskRun, run_tick};
 use crate::runtime::{Runtime, RuntimeLimits};
@@ -33,13 +34,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Reports kept for slow subscribers before they start missing some.
 const REPORT_CHANNEL_CAPACITY: usize = 256;
 
-/// A task ready to schedule.
+/// A task ready to schedule. The plugin is looked up by name at every tick, in the plugin
+/// set current at that moment (hot reload swaps it).
 #[derive(Clone, Debug)]
 pub struct ScheduledTask {
-    /// What to run.
-    pub run: TaskRun,
+    /// Plugin name.
+    pub plugin: String,
+    /// Params, a JSON object.
+    pub params: String,
     /// How often.
     pub interval: Duration,
+}
+
+/// The params every plugin version must accept: one check per configured task.
+pub fn params_checks(cfg: &Config) -> Vec<crate::plugins::ParamsCheck> {
+    cfg.tasks
+        .iter()
+        .map(|t| crate::plugins::ParamsCheck {
+            field: format!("scheduler.tasks[{}]", t.index),
+            plugin: t.plugin.clone(),
+            params: t.params.clone(),
+        })
+        .collect()
 }
 
 /// Resolves the config's task entries against the loaded plugins: each must name a loaded
@@ -62,17 +78,19 @@ pub async fn resolve_tasks(
                     "no plugin named {:?} in {} (loaded: {})",
                     t.plugin,
                     cfg.plugins_dir.display(),
-                    if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") }
+                    if loaded.is_empty() {
+                        "none".to_string()
+                    } else {
+                        loaded.join(", ")
+                    }
                 ),
             });
             continue;
         };
         match rt.validate_config(plugin, &t.params).await {
             Ok(Ok(())) => tasks.push(ScheduledTask {
-                run: TaskRun {
-                    plugin: plugin.clone(),
-                    params: t.params.clone(),
-                },
+                plugin: t.plugin.clone(),
+                params: t.params.clone(),
                 interval: t.interval.unwrap_or(plugin.meta().default_interval),
             }),
             Ok(Err(msg)) => problems.push(FieldError {
@@ -123,6 +141,7 @@ impl Scheduler {
     pub fn start(
         rt: Arc<Runtime>,
         tasks: Vec<ScheduledTask>,
+        plugins: watch::Receiver<Arc<PluginSet>>,
         workers: Arc<Vec<Worker>>,
         settings: RunSettings,
     ) -> Scheduler {
@@ -133,7 +152,7 @@ impl Scheduler {
         let settings = Arc::new(settings);
         for task in tasks {
             tracing::info!(
-                task = %task.run.plugin.meta().name,
+                task = %task.plugin,
                 interval_s = task.interval.as_secs(),
                 workers = workers.len(),
                 "task scheduled"
@@ -141,6 +160,7 @@ impl Scheduler {
             loops.spawn(task_loop(
                 rt.clone(),
                 task,
+                plugins.clone(),
                 workers.clone(),
                 settings.clone(),
                 reports.clone(),
@@ -179,20 +199,41 @@ impl Scheduler {
 async fn task_loop(
     rt: Arc<Runtime>,
     task: ScheduledTask,
+    plugins: watch::Receiver<Arc<PluginSet>>,
     workers: Arc<Vec<Worker>>,
     settings: Arc<RunSettings>,
     reports: broadcast::Sender<Arc<RunReport>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let name = task.run.plugin.meta().name.to_string();
+    let name = task.plugin.clone();
     let mut next = Instant::now() + FIRST_TICK_DELAY;
+    let mut missing_logged = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.changed() => return,
         }
-        let (report, _) = run_tick(&rt, &task.run, &workers, &settings).await;
-        let _ = reports.send(Arc::new(report));
+        // The plugin version current now; this tick keeps it even if a reload swaps it.
+        let plugin = plugins.borrow().get(&name).cloned();
+        match plugin {
+            Some(plugin) => {
+                missing_logged = false;
+                let run = TaskRun {
+                    plugin,
+                    params: task.params.clone(),
+                };
+                let (report, _) = run_tick(&rt, &run, &workers, &settings).await;
+                let _ = reports.send(Arc::new(report));
+            }
+            None if !missing_logged => {
+                tracing::warn!(
+                    task = name,
+                    "no plugin named {name} is loaded; ticks are skipped until one is"
+                );
+                missing_logged = true;
+            }
+            None => {}
+        }
         if *stop.borrow() {
             return;
         }
@@ -214,21 +255,29 @@ async fn task_loop(
 /// `quarry serve`: loads plugins, checks the config's tasks against them, runs the scheduler
 /// until `shutdown` resolves, then stops gracefully.
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let rt = Arc::new(Runtime::new(runtime_limits(&cfg))?);
-    let plugins = PluginSet::load_dir(&rt, &cfg.plugins_dir)
+    let mut runtime = Runtime::new(runtime_limits(&cfg))?;
+    if let Some(dir) = &cfg.cache_dir {
+        runtime = runtime.with_compile_cache(dir);
+    }
+    let rt = Arc::new(runtime);
+    let checks = params_checks(&cfg);
+    let plugins = PluginSet::scan(&rt, &cfg.plugins_dir, &PluginSet::default(), &[])
         .await
         .with_context(|| format!("loading plugins from {}", cfg.plugins_dir.display()))?;
+    plugins.log_errors();
     let tasks = if cfg.enabled {
-        resolve_tasks(&rt, &cfg, &plugins).await.map_err(|problems| {
-            anyhow::anyhow!(
-                "invalid config: {}",
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?
+        resolve_tasks(&rt, &cfg, &plugins)
+            .await
+            .map_err(|problems| {
+                anyhow::anyhow!(
+                    "invalid config: {}",
+                    problems
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?
     } else {
         tracing::warn!("scheduler.enabled is false: no task will run");
         Vec::new()
@@ -242,9 +291,17 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::R
         status_dir = %cfg.status_dir,
         "quarry serving"
     );
-    let scheduler = Scheduler::start(rt, tasks, workers, run_settings(&cfg));
+    let watcher = PluginWatcher::spawn(
+        rt.clone(),
+        cfg.plugins_dir.clone(),
+        Arc::new(plugins),
+        checks,
+    )
+    .with_context(|| format!("watching {}", cfg.plugins_dir.display()))?;
+    let scheduler = Scheduler::start(rt, tasks, watcher.subscribe(), workers, run_settings(&cfg));
     shutdown.await;
     tracing::info!("shutting down: letting ticks in flight finish");
+    watcher.stop();
     scheduler.shutdown().await;
     Ok(())
 }

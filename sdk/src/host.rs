@@ -56,7 +56,9 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::new(wit::Program::Argv(argv.into_iter().map(Into::into).collect()))
+        Self::new(wit::Program::Argv(
+            argv.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Runs a POSIX shell script with `/bin/sh -c`. Quote every value spliced into the script

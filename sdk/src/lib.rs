@@ -250,7 +250,11 @@ pub mod __private {
     use crate::{Outcome, Status, Task};
 
     fn parse<T: Task>(params: &str) -> Result<T::Params, String> {
-        let raw = if params.trim().is_empty() { "{}" } else { params };
+        let raw = if params.trim().is_empty() {
+            "{}"
+        } else {
+            params
+        };
         serde_json::from_str(raw).map_err(|e| {
             // Positions refer to the JSON text the host built, not to the user's config.
             let msg = e.to_string();

@@ -66,7 +66,11 @@ mod tests {
     /// Runs `printf '%s\n' <quoted>` in a real /bin/sh and returns what it printed.
     fn roundtrip(value: &str) -> String {
         let script = format!("printf '%s' {}", quote(value));
-        let out = Command::new("/bin/sh").arg("-c").arg(&script).output().unwrap();
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "script {script:?} failed");
         String::from_utf8(out.stdout).unwrap()
     }
@@ -103,8 +107,15 @@ mod tests {
 
     #[test]
     fn join_is_one_word_per_value() {
-        let script = format!("for a in {}; do printf '<%s>' \"$a\"; done", join(["a b", "$x", ""]));
-        let out = Command::new("/bin/sh").arg("-c").arg(&script).output().unwrap();
+        let script = format!(
+            "for a in {}; do printf '<%s>' \"$a\"; done",
+            join(["a b", "$x", ""])
+        );
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "<a b><$x><>");
     }
 }

@@ -12,7 +12,9 @@ use quarry_host::workers::WorkerAddr;
 use crate::harness::*;
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -29,7 +31,14 @@ async fn problems(file: &Path, plugins: &Path) -> Option<String> {
     let text = std::fs::read_to_string(file).unwrap();
     let mut cfg = match Config::from_yaml(&text, file.parent().unwrap()) {
         Ok(cfg) => cfg,
-        Err(p) => return Some(p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")),
+        Err(p) => {
+            return Some(
+                p.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
     };
     cfg.plugins_dir = plugins.to_path_buf();
     let rt = runtime(64, Duration::from_secs(5));
@@ -38,7 +47,10 @@ async fn problems(file: &Path, plugins: &Path) -> Option<String> {
         Ok(_) => None,
         Err(p) => Some(
             p.iter()
-                .map(|p| p.to_string().replace(plugins.to_str().unwrap(), "<plugins>"))
+                .map(|p| {
+                    p.to_string()
+                        .replace(plugins.to_str().unwrap(), "<plugins>")
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         ),
@@ -51,16 +63,26 @@ async fn invalid_configs_give_their_expected_messages() {
     let bless = std::env::var_os("QUARRY_BLESS").is_some();
     let mut failures = Vec::new();
     for file in fixtures("invalid") {
-        let got = problems(&file, plugins.path()).await.unwrap_or_else(|| panic!("{} was accepted", file.display()));
+        let got = problems(&file, plugins.path())
+            .await
+            .unwrap_or_else(|| panic!("{} was accepted", file.display()));
         let expected_file = file.with_extension("expected");
         if bless {
             std::fs::write(&expected_file, format!("{got}\n")).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_file)
-            .unwrap_or_else(|_| panic!("{} missing (run with QUARRY_BLESS=1)", expected_file.display()));
+        let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|_| {
+            panic!(
+                "{} missing (run with QUARRY_BLESS=1)",
+                expected_file.display()
+            )
+        });
         if got != expected.trim_end() {
-            failures.push(format!("{}:\n  expected: {}\n  got:      {got}", file.display(), expected.trim_end()));
+            failures.push(format!(
+                "{}:\n  expected: {}\n  got:      {got}",
+                file.display(),
+                expected.trim_end()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -70,7 +92,12 @@ async fn invalid_configs_give_their_expected_messages() {
 async fn valid_configs_are_accepted() {
     let plugins = plugins_dir(&["file_cleanup", "probe"]);
     for file in fixtures("valid") {
-        assert_eq!(problems(&file, plugins.path()).await, None, "{}", file.display());
+        assert_eq!(
+            problems(&file, plugins.path()).await,
+            None,
+            "{}",
+            file.display()
+        );
     }
 }
 
@@ -79,14 +106,42 @@ fn quarry_settings_and_rock_defaults() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid");
     let cfg = Config::load(&dir.join("quarry_settings.yml")).unwrap();
     assert_eq!(cfg.workers.len(), 4);
-    assert_eq!(cfg.workers[2], WorkerAddr::Remote { host: "10.0.0.13".into(), port: 8000 });
-    assert_eq!(cfg.workers[1], WorkerAddr::Remote { host: "10.0.0.12".into(), port: 22556 });
-    assert_eq!(cfg.workers[3], WorkerAddr::Remote { host: "fd00::7".into(), port: 22556 });
+    assert_eq!(
+        cfg.workers[2],
+        WorkerAddr::Remote {
+            host: "10.0.0.13".into(),
+            port: 8000
+        }
+    );
+    assert_eq!(
+        cfg.workers[1],
+        WorkerAddr::Remote {
+            host: "10.0.0.12".into(),
+            port: 22556
+        }
+    );
+    assert_eq!(
+        cfg.workers[3],
+        WorkerAddr::Remote {
+            host: "fd00::7".into(),
+            port: 22556
+        }
+    );
     assert_eq!(cfg.report_dir, dir.join("reports"));
     assert_eq!(cfg.status_dir, "/var/lib/quarry/status");
-    assert_eq!((cfg.concurrency, cfg.run_timeout.as_secs(), cfg.call_timeout.as_secs()), (8, 30, 20));
+    assert_eq!(
+        (
+            cfg.concurrency,
+            cfg.run_timeout.as_secs(),
+            cfg.call_timeout.as_secs()
+        ),
+        (8, 30, 20)
+    );
     assert_eq!(cfg.memory_limit_bytes, 64 << 20);
-    assert_eq!(cfg.tasks[0].interval, None, "no interval: the plugin's default applies");
+    assert_eq!(
+        cfg.tasks[0].interval, None,
+        "no interval: the plugin's default applies"
+    );
 
     let sample = Config::load(&dir.join("rock_sample_file_cleanup.yml")).unwrap();
     assert_eq!(sample.tasks.len(), 1, "the disabled entry is ignored");

@@ -12,10 +12,29 @@ use serde_json::json;
 use crate::harness::*;
 use crate::support::rocklet::RockletProcess;
 
-const STATUS_KEYS: [&str; 7] = ["task_name", "worker_ip", "pid", "status", "last_run", "error", "extra"];
+const STATUS_KEYS: [&str; 7] = [
+    "task_name",
+    "worker_ip",
+    "pid",
+    "status",
+    "last_run",
+    "error",
+    "extra",
+];
 const REPORT_KEYS: [&str; 13] = [
-    "task_type", "timestamp", "duration_ms", "outcome", "total", "success_count", "started_count",
-    "skipped_count", "failed_count", "timeout_count", "success_ips", "failed_details", "worker_results",
+    "task_type",
+    "timestamp",
+    "duration_ms",
+    "outcome",
+    "total",
+    "success_count",
+    "started_count",
+    "skipped_count",
+    "failed_count",
+    "timeout_count",
+    "success_ips",
+    "failed_details",
+    "worker_results",
 ];
 
 fn rocklet_worker(addr: &str) -> Worker {
@@ -40,7 +59,11 @@ fn cleanup_tree(root: &Path) -> serde_json::Value {
     file(&d.join("big.bin"), &vec![0u8; 3000], 0);
     file(&d.join("docuum.log"), b"keep", 3);
     file(&d.join("rocklet.log"), b"keep", 3);
-    file(&d.join("sub/rocklet.log"), b"old, not excluded by ./rocklet.log", 3);
+    file(
+        &d.join("sub/rocklet.log"),
+        b"old, not excluded by ./rocklet.log",
+        3,
+    );
     file(&d.join("web-1/app.log"), b"protected", 3);
     file(&d.join("keepdir/x.log"), b"excluded dir", 3);
     file(&d.join("it's $(touch pwned)"), b"old, hostile name", 3);
@@ -58,20 +81,38 @@ fn cleanup_tree(root: &Path) -> serde_json::Value {
 
 fn assert_cleanup_result(root: &Path) {
     let d = root.join("logs");
-    for gone in ["old.log", "big.bin", "sub/rocklet.log", "it's $(touch pwned)", "empty-old"] {
+    for gone in [
+        "old.log",
+        "big.bin",
+        "sub/rocklet.log",
+        "it's $(touch pwned)",
+        "empty-old",
+    ] {
         assert!(!d.join(gone).exists(), "{gone} should have been deleted");
     }
-    for kept in ["young.log", "docuum.log", "rocklet.log", "web-1/app.log", "keepdir/x.log"] {
+    for kept in [
+        "young.log",
+        "docuum.log",
+        "rocklet.log",
+        "web-1/app.log",
+        "keepdir/x.log",
+    ] {
         assert!(d.join(kept).exists(), "{kept} should have been kept");
     }
     assert!(d.exists(), "the target dir itself is never deleted");
-    assert!(!Path::new("pwned").exists() && !d.join("pwned").exists(), "a file name executed");
+    assert!(
+        !Path::new("pwned").exists() && !d.join("pwned").exists(),
+        "a file name executed"
+    );
 }
 
 fn check_status_file(status_dir: &Path, task: &str, ip: &str, status: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(status_dir.join(format!("{task}_status.json"))).unwrap();
     assert_eq!(key_order(&text), STATUS_KEYS, "status file key order");
-    assert!(text.starts_with("{\n  \"task_name\": "), "2-space indent: {text}");
+    assert!(
+        text.starts_with("{\n  \"task_name\": "),
+        "2-space indent: {text}"
+    );
     assert!(!text.ends_with('\n'));
     assert!(text.is_ascii(), "status files are ASCII (ensure_ascii)");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -101,7 +142,12 @@ async fn file_cleanup_on_a_rocklet_deletes_exactly_the_right_files() {
     let (report, runs) = within(
         "file_cleanup tick",
         60,
-        run_tick(&rt, &task(&set, "file_cleanup", params), &[worker], &settings(status.to_str().unwrap(), Some(&reports), 60)),
+        run_tick(
+            &rt,
+            &task(&set, "file_cleanup", params),
+            &[worker],
+            &settings(status.to_str().unwrap(), Some(&reports), 60),
+        ),
     )
     .await;
     assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
@@ -112,7 +158,10 @@ async fn file_cleanup_on_a_rocklet_deletes_exactly_the_right_files() {
     let logs = tmp.path().join("logs");
     let details = &v["extra"]["details"][logs.to_str().unwrap()];
     assert_eq!(details["deleted_files_count"], 4, "{v:#}");
-    assert_eq!(v["extra"]["details"][tmp.path().join("missing").to_str().unwrap()]["result"], "dir_not_found");
+    assert_eq!(
+        v["extra"]["details"][tmp.path().join("missing").to_str().unwrap()]["result"],
+        "dir_not_found"
+    );
     assert_eq!(runs[0].detail.as_ref().unwrap()["status"], "success");
 
     let text = std::fs::read_to_string(reports.join("file_cleanup_run_report.json")).unwrap();
@@ -126,14 +175,20 @@ async fn file_cleanup_on_a_rocklet_deletes_exactly_the_right_files() {
         json!({"worker_ip": "127.0.0.1", "outcome": "success", "error_type": null, "error": null})
     );
     let wr = &text[text.find("\"worker_results\"").unwrap()..];
-    assert!(wr.contains("\"worker_ip\": \"127.0.0.1\",\n      \"outcome\""), "ROCK's entry key order: {wr}");
+    assert!(
+        wr.contains("\"worker_ip\": \"127.0.0.1\",\n      \"outcome\""),
+        "ROCK's entry key order: {wr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cleanup_fails_closed_when_docker_is_installed_but_broken() {
     let tmp = TempDir::new("fc-closed");
     let bin = tmp.path().join("bin");
-    fake_docker(&bin, "echo 'Cannot connect to the Docker daemon' >&2; exit 1");
+    fake_docker(
+        &bin,
+        "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+    );
     let rocklet = RockletProcess::start_with_path_prefix(&bin);
     let params = cleanup_tree(tmp.path());
     let rt = runtime(256, Duration::from_secs(30));
@@ -142,16 +197,33 @@ async fn file_cleanup_fails_closed_when_docker_is_installed_but_broken() {
     let (report, _) = within(
         "file_cleanup tick",
         60,
-        run_tick(&rt, &task(&set, "file_cleanup", params), &[rocklet_worker(&rocklet.addr)], &settings(status.to_str().unwrap(), None, 60)),
+        run_tick(
+            &rt,
+            &task(&set, "file_cleanup", params),
+            &[rocklet_worker(&rocklet.addr)],
+            &settings(status.to_str().unwrap(), None, 60),
+        ),
     )
     .await;
     assert_eq!(report.outcome, TickOutcome::Failed);
     let wr = &report.worker_results[0];
     assert_eq!(wr.error_type.as_deref(), Some("TaskResultFailed"));
-    assert!(wr.error.as_deref().unwrap().contains("refusing to delete anything"), "{wr:?}");
-    assert!(tmp.path().join("logs/old.log").exists(), "nothing may be deleted when docker fails");
+    assert!(
+        wr.error
+            .as_deref()
+            .unwrap()
+            .contains("refusing to delete anything"),
+        "{wr:?}"
+    );
+    assert!(
+        tmp.path().join("logs/old.log").exists(),
+        "nothing may be deleted when docker fails"
+    );
     let v = check_status_file(&status, "file_cleanup", "127.0.0.1", "failed");
-    assert!(v["error"].as_str().unwrap().contains("Cannot connect"), "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap().contains("Cannot connect"),
+        "{v:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,14 +235,23 @@ async fn file_cleanup_on_the_local_worker_behaves_the_same() {
     let rt = runtime(256, Duration::from_secs(30));
     let set = load(&rt, Path::new(PLUGINS)).await;
     let status = tmp.path().join("status");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let local = Worker::Local(Arc::new(
         workers::local::LocalWorker::new(Limits::default()).with_env(vec![("PATH".into(), path)]),
     ));
     let (report, _) = within(
         "file_cleanup tick",
         60,
-        run_tick(&rt, &task(&set, "file_cleanup", params), &[local], &settings(status.to_str().unwrap(), None, 60)),
+        run_tick(
+            &rt,
+            &task(&set, "file_cleanup", params),
+            &[local],
+            &settings(status.to_str().unwrap(), None, 60),
+        ),
     )
     .await;
     assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
@@ -199,7 +280,12 @@ async fn a_dead_worker_fails_alone() {
     let (report, _) = within(
         "tick with a dead worker",
         60,
-        run_tick(&rt, &task(&set, "probe", json!({"mode": "ok"})), &ws, &settings(tmp.str(), Some(&reports), 20)),
+        run_tick(
+            &rt,
+            &task(&set, "probe", json!({"mode": "ok"})),
+            &ws,
+            &settings(tmp.str(), Some(&reports), 20),
+        ),
     )
     .await;
     assert_eq!(report.outcome, TickOutcome::Partial, "{}", report.to_json());
@@ -210,7 +296,10 @@ async fn a_dead_worker_fails_alone() {
     assert_eq!(dead_result.worker_ip, "127.0.0.2");
     assert_eq!(dead_result.outcome, WorkerOutcome::Failed);
     assert_eq!(dead_result.error_type.as_deref(), Some("ConnectionError"));
-    assert!(dead_result.error.as_deref().unwrap().contains("127.0.0.2"), "{dead_result:?}");
+    assert!(
+        dead_result.error.as_deref().unwrap().contains("127.0.0.2"),
+        "{dead_result:?}"
+    );
     assert_eq!(report.failed_details[0].ip, "127.0.0.2");
 }
 
@@ -225,7 +314,12 @@ async fn host_calls_reach_the_rocklet_and_errors_are_typed() {
     let run = |params: serde_json::Value| {
         let (rt, set, w, s) = (rt.clone(), &set, w.clone(), s.clone());
         async move {
-            let (report, runs) = within("probe tick", 30, run_tick(&rt, &task(set, "probe", params), &[w], &s)).await;
+            let (report, runs) = within(
+                "probe tick",
+                30,
+                run_tick(&rt, &task(set, "probe", params), &[w], &s),
+            )
+            .await;
             assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
             runs[0].detail.clone().unwrap()
         }
@@ -238,9 +332,19 @@ async fn host_calls_reach_the_rocklet_and_errors_are_typed() {
     let d = run(json!({"mode": "read", "path": tmp.path().join("nope")})).await;
     assert_eq!(d["error_kind"], "not-found", "{d:?}");
     let d = run(json!({"mode": "exec", "argv": ["printf", "%s", "$(id) `id`; id"]})).await;
-    assert_eq!(d["stdout"], "$(id) `id`; id", "argv values reach the program verbatim");
+    assert_eq!(
+        d["stdout"], "$(id) `id`; id",
+        "argv values reach the program verbatim"
+    );
     let d = run(json!({"mode": "shell", "script": "echo out; echo err >&2; exit 3"})).await;
-    assert_eq!((d["stdout"].as_str(), d["stderr"].as_str(), d["exit_code"].as_i64()), (Some("out\n"), Some("err\n"), Some(3)));
+    assert_eq!(
+        (
+            d["stdout"].as_str(),
+            d["stderr"].as_str(),
+            d["exit_code"].as_i64()
+        ),
+        (Some("out\n"), Some("err\n"), Some(3))
+    );
     let d = run(json!({"mode": "exec", "argv": ["no-such-program-quarry"]})).await;
     assert_eq!(d["error_kind"], "not-found", "{d:?}");
     let d = run(json!({"mode": "ok"})).await;
@@ -257,13 +361,21 @@ async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
     let (report, runs) = within(
         "sleeping probe",
         30,
-        run_tick(&rt, &task(&set, "probe", json!({"mode": "sleep", "secs": 60})), &[rocklet_worker(&rocklet.addr)], &settings(tmp.str(), None, 4)),
+        run_tick(
+            &rt,
+            &task(&set, "probe", json!({"mode": "sleep", "secs": 60})),
+            &[rocklet_worker(&rocklet.addr)],
+            &settings(tmp.str(), None, 4),
+        ),
     )
     .await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(12), "took {took:?}");
     // The host call was cut at the run's deadline; the guest saw a timeout error.
-    let d = runs[0].detail.as_ref().unwrap_or_else(|| panic!("{}", report.to_json()));
+    let d = runs[0]
+        .detail
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", report.to_json()));
     assert_eq!(d["error_kind"], "timeout", "{}", report.to_json());
 }
 
@@ -279,7 +391,17 @@ async fn traps_task_errors_and_failed_results_are_reported_per_worker() {
         ("fail", "TaskResultFailed", "probe failed on purpose"),
     ];
     for (mode, kind, msg) in cases {
-        let (report, _) = within(mode, 30, run_tick(&rt, &task(&set, "probe", json!({"mode": mode})), &local, &settings(tmp.str(), None, 10))).await;
+        let (report, _) = within(
+            mode,
+            30,
+            run_tick(
+                &rt,
+                &task(&set, "probe", json!({"mode": mode})),
+                &local,
+                &settings(tmp.str(), None, 10),
+            ),
+        )
+        .await;
         assert_eq!(report.outcome, TickOutcome::Failed, "{mode}");
         let r = &report.worker_results[0];
         assert_eq!(r.error_type.as_deref(), Some(kind), "{mode}: {r:?}");
@@ -295,12 +417,36 @@ async fn a_guest_past_the_memory_limit_fails_cleanly() {
     let rt = runtime(64, Duration::from_secs(10));
     let set = load(&rt, plugins_dir(&["probe"]).path()).await;
     let local = workers::connect(&[WorkerAddr::Local], Limits::default());
-    let (report, _) = within("alloc 512", 30, run_tick(&rt, &task(&set, "probe", json!({"mode": "alloc", "mib": 512})), &local, &settings(tmp.str(), None, 10))).await;
+    let (report, _) = within(
+        "alloc 512",
+        30,
+        run_tick(
+            &rt,
+            &task(&set, "probe", json!({"mode": "alloc", "mib": 512})),
+            &local,
+            &settings(tmp.str(), None, 10),
+        ),
+    )
+    .await;
     let r = &report.worker_results[0];
     assert_eq!(r.outcome, WorkerOutcome::Failed);
-    assert_eq!(r.error_type.as_deref(), Some("MemoryLimitExceeded"), "{r:?}");
+    assert_eq!(
+        r.error_type.as_deref(),
+        Some("MemoryLimitExceeded"),
+        "{r:?}"
+    );
     assert!(r.error.as_deref().unwrap().contains("64 MiB"), "{r:?}");
     // The same plugin, same runtime, within the limit: fine.
-    let (report, _) = within("alloc 8", 30, run_tick(&rt, &task(&set, "probe", json!({"mode": "alloc", "mib": 8})), &local, &settings(tmp.str(), None, 10))).await;
+    let (report, _) = within(
+        "alloc 8",
+        30,
+        run_tick(
+            &rt,
+            &task(&set, "probe", json!({"mode": "alloc", "mib": 8})),
+            &local,
+            &settings(tmp.str(), None, 10),
+        ),
+    )
+    .await;
     assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
 }

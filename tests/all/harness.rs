@@ -23,10 +23,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "quarry-test-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("quarry-test-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -89,7 +87,10 @@ pub async fn load(rt: &Arc<Runtime>, dir: &Path) -> PluginSet {
 /// A task of a loaded set with params.
 pub fn task(set: &PluginSet, name: &str, params: serde_json::Value) -> TaskRun {
     TaskRun {
-        plugin: set.get(name).unwrap_or_else(|| panic!("plugin {name} not loaded: {:?}", set.errors())).clone(),
+        plugin: set
+            .get(name)
+            .unwrap_or_else(|| panic!("plugin {name} not loaded: {:?}", set.errors()))
+            .clone(),
         params: params.to_string(),
     }
 }
@@ -115,7 +116,11 @@ pub async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T
 /// Sets a file's modification time to `days` days ago.
 pub fn age(path: &Path, days: u64) {
     let when = std::time::SystemTime::now() - Duration::from_secs(days * 86400);
-    let f = std::fs::File::options().write(true).open(path).or_else(|_| std::fs::File::open(path)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| std::fs::File::open(path))
+        .unwrap();
     f.set_modified(when).unwrap();
 }
 

@@ -6,6 +6,7 @@ mod config;
 mod e2e;
 mod harness;
 mod plugins;
+mod reload;
 mod scheduler;
 mod support;
 mod workers;

@@ -23,7 +23,10 @@ async fn corrupt_and_foreign_files_are_refused_and_the_rest_load() {
         ("garbage.wasm", "not a valid WebAssembly component"),
         ("truncated.wasm", "not a valid WebAssembly component"),
     ] {
-        let e = errors.iter().find(|e| e.contains(file)).unwrap_or_else(|| panic!("{file}: {errors:#?}"));
+        let e = errors
+            .iter()
+            .find(|e| e.contains(file))
+            .unwrap_or_else(|| panic!("{file}: {errors:#?}"));
         assert!(e.starts_with("plugin ") && e.contains(why), "{e}");
     }
 }
@@ -36,20 +39,30 @@ async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
     let (from, to) = (b"@0.1.0".as_slice(), b"@0.2.0".as_slice());
     let mut replaced = 0;
     for i in 0..bytes.len().saturating_sub(from.len()) {
-        let ours = [b"quarry:task".as_slice(), b"quarry:task/host", b"quarry:task/task"];
+        let ours = [
+            b"quarry:task".as_slice(),
+            b"quarry:task/host",
+            b"quarry:task/task",
+        ];
         if &bytes[i..i + from.len()] == from && ours.iter().any(|p| bytes[..i].ends_with(p)) {
             bytes[i..i + to.len()].copy_from_slice(to);
             replaced += 1;
         }
     }
-    assert!(replaced >= 2, "expected import and export names, replaced {replaced}");
+    assert!(
+        replaced >= 2,
+        "expected import and export names, replaced {replaced}"
+    );
     std::fs::write(dir.path().join("future.wasm"), &bytes).unwrap();
     let rt = runtime(64, Duration::from_secs(5));
     let set = load(&rt, dir.path()).await;
     assert_eq!(set.names(), vec!["file_cleanup"]);
     let e = set.errors()[0].to_string();
     assert!(e.contains("future.wasm"), "{e}");
-    assert!(e.contains("quarry:task@0.2.0") && e.contains("quarry:task@0.1.0"), "{e}");
+    assert!(
+        e.contains("quarry:task@0.2.0") && e.contains("quarry:task@0.1.0"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

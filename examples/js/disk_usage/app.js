@@ -56,7 +56,7 @@ function checkPath(label, value) {
 
 /** Parses and checks the params; returns { paths, reportPath } or throws ParamError. */
 function parseParams(raw) {
-  if (raw.trim() === '') raw = '{}';
+  if (/^[ \t\r\n]*$/.test(raw)) raw = '{}';
   let obj;
   try {
     obj = JSON.parse(raw);

@@ -24,17 +24,24 @@ PARAMS_DOC = (
     'paths: list of absolute paths whose file systems are reported (default ["/"]); '
     "report_path: optional absolute path on the worker where the JSON summary is written"
 )
-KNOWN_PARAMS = ("paths", "report_path")
 # Only ASCII white space separates df's columns (the C and JS versions split the same way).
 ASCII_WS = re.compile(r"[ \t\r\n\v\f]+")
+# After json.dumps, every surrogate left in a str is a lone one (pairs are single code points).
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+JSON_WS = " \t\r\n"
 MAX_PATHS = 64
 MAX_PATH_BYTES = 4096
 DF_TIMEOUT_MS = 30_000
 
 
 def to_json(value) -> str:
-    """Compact JSON, non-ASCII kept as is: byte-identical to JSON.stringify and the C writer."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, non-ASCII kept as is: byte-identical to JSON.stringify and the C writer.
+
+    json.dumps leaves lone surrogates (from `\\ud800` in the params) unescaped, and a string
+    holding one cannot cross the component boundary; escape them as JSON.stringify does.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return LONE_SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
 
 
 def check_path(label: str, value) -> str:
@@ -56,7 +63,7 @@ def check_path(label: str, value) -> str:
 
 def parse_params(raw: str):
     """Parses and checks the params. Returns (paths, report_path or None); raises ValueError."""
-    if raw.strip() == "":
+    if raw.strip(JSON_WS) == "":
         raw = "{}"
     try:
         obj = json.loads(raw)

@@ -1,10 +1,17 @@
 //! The plugin set: every `.wasm` file of the plugins directory, loaded and keyed by the name
 //! each plugin reports (not by file name).
 //!
-//! A bad file affects only itself: it is reported as a [`LoadError`] and the other plugins
-//! load. Two files claiming one name is an error for both, never a silent winner.
+//! [`PluginSet::scan`] is the one reconciliation step, used both at start and on every hot
+//! reload (see [`watch`]): it diffs the directory against the previous set by content hash,
+//! loads only new or changed files, checks them (WIT version, `describe`, and
+//! `validate-config` for every configured task that uses them), and builds the next set. A
+//! bad file affects only itself: it never replaces a good version, which keeps running. Two
+//! files claiming one name is an error, never a silent winner: the incumbent stays and the
+//! newcomer is refused (at start, when there is no incumbent, both are refused).
 
-use std::collections::BTreeMap;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,7 +48,19 @@ pub fn plugin_name_for_class(task_class: &str) -> &str {
     task_class
 }
 
-/// The loaded plugins, immutable; replaced whole when the directory changes.
+/// A configured task's params, which every new version of its plugin must accept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamsCheck {
+    /// Where the task is configured (`scheduler.tasks[2]`), for messages.
+    pub field: String,
+    /// The plugin name.
+    pub plugin: String,
+    /// Params, a JSON object.
+    pub params: String,
+}
+
+/// The loaded plugins, immutable; the next version of the set is built by [`PluginSet::scan`]
+/// and swapped in whole.
 #[derive(Debug, Default)]
 pub struct PluginSet {
     plugins: BTreeMap<String, Arc<Plugin>>,
@@ -49,58 +68,136 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
-    /// Loads every `*.wasm` file directly inside `dir` (not recursive), in parallel, each
-    /// failure recorded and logged once. A missing directory is an error for the whole set.
+    /// Loads every `*.wasm` file directly inside `dir` (a first scan, nothing to keep).
     pub async fn load_dir(rt: &Arc<Runtime>, dir: &Path) -> Result<PluginSet, LoadError> {
+        let set = Self::scan(rt, dir, &PluginSet::default(), &[]).await?;
+        set.log_errors();
+        Ok(set)
+    }
+
+    /// Builds the next set from the files in `dir`, reusing `previous`'s plugins for files
+    /// whose content did not change.
+    ///
+    /// Strategy: hash every file; unchanged (path, hash) pairs keep their plugin; other files
+    /// load in parallel (compile + version check + describe) and must pass `checks` for
+    /// their name; a file that fails keeps the previous plugin it replaced, if any; then one
+    /// owner per name is chosen (incumbent first).
+    pub async fn scan(
+        rt: &Arc<Runtime>,
+        dir: &Path,
+        previous: &PluginSet,
+        checks: &[ParamsCheck],
+    ) -> Result<PluginSet, LoadError> {
         let files = wasm_files(dir).map_err(|e| LoadError {
             path: dir.to_path_buf(),
             reason: format!("cannot list the plugins directory: {e}"),
         })?;
-        let loads = files.iter().map(|path| Plugin::load(rt, path));
+        let by_path_map: HashMap<&Path, &Arc<Plugin>> =
+            previous.plugins.values().map(|p| (p.path(), p)).collect();
+        let by_path = &by_path_map;
+        let loads = files.iter().map(|path| async move {
+            let bytes = match tokio::fs::read(path).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return (
+                        path,
+                        Err(LoadError {
+                            path: path.clone(),
+                            reason: format!("cannot read the file: {e}"),
+                        }),
+                    );
+                }
+            };
+            if let Some(old) = by_path.get(path.as_path())
+                && old.sha256() == crate::runtime::sha256_hex(&bytes)
+            {
+                return (path, Ok((*old).clone()));
+            }
+            let loaded = match Plugin::load_bytes(rt, path, bytes).await {
+                Ok(p) => check_params(rt, p, checks).await,
+                Err(e) => Err(e),
+            };
+            (path, loaded)
+        });
         let results = futures::future::join_all(loads).await;
+
         let mut set = PluginSet::default();
         let mut claims: BTreeMap<String, Vec<Arc<Plugin>>> = BTreeMap::new();
-        for result in results {
+        for (path, result) in results {
             match result {
-                Ok(p) => claims
-                    .entry(p.meta().name.to_string())
-                    .or_default()
-                    .push(p),
-                Err(e) => set.errors.push(e),
+                Ok(p) => claims.entry(p.meta().name.to_string()).or_default().push(p),
+                Err(e) => {
+                    if let Some(old) = by_path.get(path.as_path()) {
+                        claims
+                            .entry(old.meta().name.to_string())
+                            .or_default()
+                            .push((*old).clone());
+                        set.errors.push(LoadError {
+                            path: e.path,
+                            reason: format!(
+                                "{}; still running the previous version {}",
+                                e.reason,
+                                old.meta().version
+                            ),
+                        });
+                    } else {
+                        set.errors.push(e);
+                    }
+                }
             }
         }
-        for (name, mut claimants) in claims {
+        for (name, claimants) in claims {
             if claimants.len() == 1 {
-                set.plugins.insert(name, claimants.remove(0));
+                set.plugins.insert(
+                    name,
+                    claimants
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| unreachable!()),
+                );
                 continue;
             }
             let files: Vec<String> = claimants
                 .iter()
                 .map(|p| p.path().display().to_string())
                 .collect();
+            let incumbent = previous
+                .plugins
+                .get(&name)
+                .and_then(|old| claimants.iter().find(|p| p.path() == old.path()))
+                .cloned();
             for p in &claimants {
+                if incumbent
+                    .as_ref()
+                    .is_some_and(|i| Arc::ptr_eq(i, p) || i.path() == p.path())
+                {
+                    continue;
+                }
                 set.errors.push(LoadError {
                     path: p.path().to_path_buf(),
                     reason: format!(
-                        "{} files claim the task name {name:?} ({}); none of them is loaded until only one does",
+                        "{} files claim the task name {name:?} ({}); {}",
                         claimants.len(),
-                        files.join(", ")
+                        files.join(", "),
+                        match &incumbent {
+                            Some(i) => format!("keeping {}, refusing this one", i.path().display()),
+                            None => "none of them is loaded until only one does".into(),
+                        }
                     ),
                 });
             }
-        }
-        for e in &set.errors {
-            tracing::error!("{e}");
-        }
-        for p in set.plugins.values() {
-            tracing::info!(
-                plugin = %p.meta().name,
-                version = %p.meta().version,
-                file = %p.path().display(),
-                "plugin loaded"
-            );
+            if let Some(i) = incumbent {
+                set.plugins.insert(name, i);
+            }
         }
         Ok(set)
+    }
+
+    /// Logs every load error (once per scan).
+    pub fn log_errors(&self) {
+        for e in &self.errors {
+            tracing::error!("{e}");
+        }
     }
 
     /// The plugin named `name`.
@@ -124,12 +221,47 @@ impl PluginSet {
     }
 }
 
-/// The `.wasm` files directly inside `dir`, sorted.
+/// Refuses a plugin whose `validate-config` rejects the params of a task configured for it.
+async fn check_params(
+    rt: &Runtime,
+    plugin: Arc<Plugin>,
+    checks: &[ParamsCheck],
+) -> Result<Arc<Plugin>, LoadError> {
+    for c in checks
+        .iter()
+        .filter(|c| c.plugin == plugin.meta().name.as_str())
+    {
+        let verdict = rt.validate_config(&plugin, &c.params).await;
+        let why = match verdict {
+            Ok(Ok(())) => continue,
+            Ok(Err(msg)) => format!(
+                "its validate-config rejects the params of {}: {msg}",
+                c.field
+            ),
+            Err(e) => format!(
+                "its validate-config failed on the params of {}: {e}",
+                c.field
+            ),
+        };
+        return Err(LoadError {
+            path: plugin.path().to_path_buf(),
+            reason: format!("version {}: {why}", plugin.meta().version),
+        });
+    }
+    Ok(plugin)
+}
+
+/// The `.wasm` files directly inside `dir`, sorted. Hidden files (editors' and our own
+/// temporary files start with `.`) are skipped.
 fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if !hidden && path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
             files.push(path);
         }
     }

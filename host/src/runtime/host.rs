@@ -138,11 +138,21 @@ impl Host for RunState {
             message.push_str("…[truncated]");
         }
         match level {
-            wit::LogLevel::Trace => tracing::trace!(target: "quarry::task", task, %worker, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(target: "quarry::task", task, %worker, "{message}"),
-            wit::LogLevel::Info => tracing::info!(target: "quarry::task", task, %worker, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(target: "quarry::task", task, %worker, "{message}"),
-            wit::LogLevel::Error => tracing::error!(target: "quarry::task", task, %worker, "{message}"),
+            wit::LogLevel::Trace => {
+                tracing::trace!(target: "quarry::task", task, %worker, "{message}")
+            }
+            wit::LogLevel::Debug => {
+                tracing::debug!(target: "quarry::task", task, %worker, "{message}")
+            }
+            wit::LogLevel::Info => {
+                tracing::info!(target: "quarry::task", task, %worker, "{message}")
+            }
+            wit::LogLevel::Warn => {
+                tracing::warn!(target: "quarry::task", task, %worker, "{message}")
+            }
+            wit::LogLevel::Error => {
+                tracing::error!(target: "quarry::task", task, %worker, "{message}")
+            }
         }
         Ok(())
     }

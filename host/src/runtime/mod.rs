@@ -9,6 +9,7 @@
 //! ([`host`]), whose calls each have their own timeout.
 
 mod bindings;
+mod cache;
 mod convert;
 mod host;
 mod plugin;
@@ -22,6 +23,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::WIT_VERSION;
+pub use cache::{CompileCache, CompileStats};
 pub use plugin::Plugin;
 
 use crate::error::RunError;
@@ -65,12 +67,16 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<RunState>,
     limits: RuntimeLimits,
+    cache: Option<CompileCache>,
+    stats: CompileStats,
     _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("limits", &self.limits).finish()
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -81,7 +87,9 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -94,8 +102,43 @@ impl Runtime {
             engine,
             linker,
             limits,
+            cache: None,
+            stats: CompileStats::default(),
             _ticker: ticker,
         })
+    }
+
+    /// Uses an on-disk compile cache in `dir`.
+    pub fn with_compile_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache = Some(CompileCache::new(dir));
+        self
+    }
+
+    /// Compilation counters (compiled, cache hits, rejected entries).
+    pub fn compile_stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// Compiles component bytes, or loads them from the compile cache. Blocking (CPU-bound):
+    /// call it from a blocking thread.
+    pub(crate) fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<wasmtime::component::Component> {
+        if let Some(cache) = &self.cache
+            && let Some(component) = cache.load(&self.engine, sha256, &self.stats)
+        {
+            return Ok(component);
+        }
+        let component = wasmtime::component::Component::new(&self.engine, bytes)?;
+        self.stats
+            .compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(cache) = &self.cache {
+            cache.store(&self.engine, sha256, &component);
+        }
+        Ok(component)
     }
 
     /// The limits every run gets.
@@ -229,6 +272,15 @@ impl Runtime {
     }
 }
 
+/// SHA-256 of `bytes`, lower-case hex: how plugin files are identified.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Turns a wasmtime error from a guest call into a [`RunError`], with the guest's stderr
 /// (panic message) appended when there is one.
 fn classify_trap(store: &Store<RunState>, err: wasmtime::Error, secs: f64) -> RunError {
@@ -247,7 +299,10 @@ fn classify_trap(store: &Store<RunState>, err: wasmtime::Error, secs: f64) -> Ru
             detail,
         };
     }
-    if matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+    if matches!(
+        err.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
         return RunError::Deadline { secs };
     }
     RunError::Trap(detail)

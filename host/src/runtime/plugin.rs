@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::{TaskPluginPre, WIT_PACKAGE, WIT_VERSION};
@@ -39,19 +38,35 @@ impl Plugin {
     /// both versions instead of a linker error), pre-instantiate against the shared linker,
     /// then call `describe` in a sandboxed store.
     pub async fn load(rt: &Arc<Runtime>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| LoadError {
+            path: path.to_path_buf(),
+            reason: format!("cannot read the file: {e}"),
+        })?;
+        Self::load_bytes(rt, path, bytes).await
+    }
+
+    /// Like [`Plugin::load`], with the file's bytes already read.
+    pub async fn load_bytes(
+        rt: &Arc<Runtime>,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<Plugin>, LoadError> {
         let err = |reason: String| LoadError {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| err(format!("cannot read the file: {e}")))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let engine = rt.engine().clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        let sha256 = super::sha256_hex(&bytes);
+        let compiler = rt.clone();
+        let key = sha256.clone();
+        let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes, &key))
             .await
             .map_err(|e| err(format!("compiler thread failed: {e}")))?
-            .map_err(|e| err(format!("not a valid WebAssembly component: {}", first_line(&e))))?;
+            .map_err(|e| {
+                err(format!(
+                    "not a valid WebAssembly component: {}",
+                    first_line(&e)
+                ))
+            })?;
         let wit_version = check_version(rt, &component).map_err(err)?;
         let instance_pre = rt
             .linker()
@@ -119,7 +134,11 @@ fn check_version(rt: &Runtime, component: &Component) -> Result<String, String> 
     let Some(version) = versions.first().cloned() else {
         return Err(format!(
             "not a Quarry task: it does not export {WIT_PACKAGE}/task@{WIT_VERSION} (its exports: {})",
-            if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
         ));
     };
     if let Some(other) = versions.iter().find(|v| **v != version) {
@@ -150,10 +169,6 @@ fn compatible(plugin: &str, host: &str) -> bool {
         }
         _ => false,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn first_line(e: &wasmtime::Error) -> String {

@@ -267,7 +267,11 @@ pub fn connect(addrs: &[WorkerAddr], limits: Limits) -> Vec<Worker> {
 
 /// Validates a command before it reaches any worker; `Some` is the rejection.
 fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
-    let reject = |why: String| Some(WorkerError::Rejected(format!("worker {addr}: execute: {why}")));
+    let reject = |why: String| {
+        Some(WorkerError::Rejected(format!(
+            "worker {addr}: execute: {why}"
+        )))
+    };
     let has_nul = |s: &str| s.contains('\0');
     match &cmd.program {
         Program::Argv(argv) if argv.is_empty() => return reject("argv is empty".into()),
@@ -276,7 +280,9 @@ fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
             return reject("an argument contains a NUL byte".into());
         }
         Program::Shell(s) if s.trim().is_empty() => return reject("shell script is empty".into()),
-        Program::Shell(s) if has_nul(s) => return reject("shell script contains a NUL byte".into()),
+        Program::Shell(s) if has_nul(s) => {
+            return reject("shell script contains a NUL byte".into());
+        }
         _ => {}
     }
     for (k, v) in &cmd.env {
@@ -284,7 +290,11 @@ fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
             return reject(format!("environment variable name {k:?} is invalid"));
         }
     }
-    if cmd.cwd.as_deref().is_some_and(|c| c.is_empty() || has_nul(c)) {
+    if cmd
+        .cwd
+        .as_deref()
+        .is_some_and(|c| c.is_empty() || has_nul(c))
+    {
         return reject("cwd is empty or contains NUL".into());
     }
     if cmd.timeout.is_zero() {
@@ -321,14 +331,28 @@ mod tests {
             port: p,
         };
         assert_eq!(WorkerAddr::parse("local", 22555), Ok(WorkerAddr::Local));
-        assert_eq!(WorkerAddr::parse("10.0.0.1", 22555), Ok(r("10.0.0.1", 22555)));
-        assert_eq!(WorkerAddr::parse("10.0.0.1:8000", 22555), Ok(r("10.0.0.1", 8000)));
+        assert_eq!(
+            WorkerAddr::parse("10.0.0.1", 22555),
+            Ok(r("10.0.0.1", 22555))
+        );
+        assert_eq!(
+            WorkerAddr::parse("10.0.0.1:8000", 22555),
+            Ok(r("10.0.0.1", 8000))
+        );
         assert_eq!(WorkerAddr::parse("::1", 22555), Ok(r("::1", 22555)));
         assert_eq!(WorkerAddr::parse("[::1]:9", 22555), Ok(r("::1", 9)));
         assert_eq!(WorkerAddr::parse("[fe80::1]", 7), Ok(r("fe80::1", 7)));
         assert_eq!(r("::1", 9).to_string(), "[::1]:9");
-        assert!(WorkerAddr::parse("h:0", 1).unwrap_err().contains("invalid port"));
-        assert!(WorkerAddr::parse("h:x", 1).unwrap_err().contains("invalid port"));
+        assert!(
+            WorkerAddr::parse("h:0", 1)
+                .unwrap_err()
+                .contains("invalid port")
+        );
+        assert!(
+            WorkerAddr::parse("h:x", 1)
+                .unwrap_err()
+                .contains("invalid port")
+        );
         assert!(WorkerAddr::parse("", 1).unwrap_err().contains("empty"));
         assert!(WorkerAddr::parse("http://h", 1).is_err());
     }
@@ -336,7 +360,10 @@ mod tests {
     #[test]
     fn truncates_on_char_boundary() {
         let s = truncate_output("ééé".to_string(), 3);
-        assert!(s.starts_with('é') && s.contains("4 more bytes truncated"), "{s}");
+        assert!(
+            s.starts_with('é') && s.contains("4 more bytes truncated"),
+            "{s}"
+        );
         assert_eq!(truncate_output("abc".into(), 3), "abc");
     }
 }

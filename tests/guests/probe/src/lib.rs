@@ -5,7 +5,8 @@
 //!
 //! | mode      | fields                        | behaviour |
 //! |-----------|-------------------------------|-----------|
-//! | `ok`      |                               | success, detail `{worker, address}` |
+//! | `ok`      |                               | success, detail `{worker, address, version}` |
+//! | `v1only`  |                               | like `ok`; refused by validation unless the version is 1.x |
 //! | `fail`    |                               | `Outcome::failed("probe failed on purpose")` |
 //! | `error`   |                               | `Err("probe error on purpose")` |
 //! | `trap`    |                               | panics (a wasm trap: panic = abort) |
@@ -36,7 +37,7 @@ use serde_json::{Value, json};
 /// Every mode `validate` accepts.
 const MODES: &[&str] = &[
     "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
-    "running", "invalid",
+    "running", "invalid", "v1only",
 ];
 
 /// `alloc` allocates this many MiB unless `mib` says otherwise: more than a guest should be
@@ -76,7 +77,7 @@ impl Task for Probe {
     type Params = Params;
 
     fn describe() -> Metadata {
-        Metadata::new("probe", "1.0.0")
+        Metadata::new("probe", env!("CARGO_PKG_VERSION"))
             .idempotent(true)
             .default_interval_seconds(60)
             .params_doc(
@@ -89,6 +90,10 @@ impl Task for Probe {
     fn validate(params: &Params) -> Result<(), String> {
         match params.mode.as_str() {
             "invalid" => Err("probe: invalid on purpose".into()),
+            "v1only" if !env!("CARGO_PKG_VERSION").starts_with("1.") => Err(format!(
+                "probe {}: mode v1only needs version 1",
+                env!("CARGO_PKG_VERSION")
+            )),
             m if MODES.contains(&m) => Ok(()),
             m => Err(format!("unknown mode {m:?}")),
         }
@@ -96,11 +101,13 @@ impl Task for Probe {
 
     fn run(params: Params) -> Result<Outcome, String> {
         match params.mode.as_str() {
-            "ok" => {
+            "ok" | "v1only" => {
                 let w = host::worker();
-                Ok(Outcome::success(
-                    json!({ "worker": w.ip, "address": w.address }),
-                ))
+                Ok(Outcome::success(json!({
+                    "worker": w.ip,
+                    "address": w.address,
+                    "version": env!("CARGO_PKG_VERSION"),
+                })))
             }
             "fail" => Ok(Outcome::failed("probe failed on purpose")),
             "error" => Err("probe error on purpose".into()),

@@ -1,0 +1,239 @@
+//! Hot reload of the plugins directory.
+//!
+//! A pipeline with one owner: the `notify` watcher only forwards "something changed"; the
+//! owner task debounces, waits until the files are stable (size and mtime unchanged across a
+//! short interval, so a file still being written is not loaded), rescans with
+//! [`PluginSet::scan`] (which reuses unchanged plugins by content hash and refuses bad files
+//! without touching the good versions), and publishes the new set through a `watch` channel.
+//! Readers take an `Arc` snapshot per tick: runs in flight keep the version they started
+//! with, the next tick sees the new one. A periodic stat-only check is a safety net for
+//! file systems where change events are lost.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use notify::Watcher as _;
+use tokio::sync::{mpsc, watch};
+
+use super::{ParamsCheck, PluginSet};
+use crate::runtime::Runtime;
+
+/// Quiet time after the last change event before a rescan: copies and editors write in
+/// bursts.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A file must keep its size and mtime across this interval to be loaded.
+pub const SETTLE_CHECK: Duration = Duration::from_millis(50);
+
+/// How often the directory is stat-checked even without events.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The running watcher: the latest plugin set, and how many times it was swapped.
+pub struct PluginWatcher {
+    rx: watch::Receiver<Arc<PluginSet>>,
+    swaps: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PluginWatcher {
+    /// Starts watching `dir`, beginning from `initial`. Every new plugin version must accept
+    /// the params in `checks` of the tasks configured for it.
+    pub fn spawn(
+        rt: Arc<Runtime>,
+        dir: PathBuf,
+        initial: Arc<PluginSet>,
+        checks: Vec<ParamsCheck>,
+    ) -> anyhow::Result<PluginWatcher> {
+        let (events_tx, events) = mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(event) = res
+                    && event
+                        .paths
+                        .iter()
+                        .any(|p| p.extension().is_some_and(|e| e == "wasm"))
+                {
+                    let _ = events_tx.send(());
+                }
+            })?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let (tx, rx) = watch::channel(initial);
+        let swaps = Arc::new(AtomicU64::new(0));
+        let owner = Owner {
+            rt,
+            dir,
+            checks,
+            tx,
+            swaps: swaps.clone(),
+            reported: HashSet::new(),
+        };
+        let task = tokio::spawn(owner.run(events, watcher));
+        Ok(PluginWatcher { rx, swaps, task })
+    }
+
+    /// A receiver of plugin-set snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PluginSet>> {
+        self.rx.clone()
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.rx.borrow().clone()
+    }
+
+    /// How many times a new set was published.
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Stops watching.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for PluginWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The owner task's state.
+struct Owner {
+    rt: Arc<Runtime>,
+    dir: PathBuf,
+    checks: Vec<ParamsCheck>,
+    tx: watch::Sender<Arc<PluginSet>>,
+    swaps: Arc<AtomicU64>,
+    /// Errors already logged, so that a bad file is reported once, not on every rescan.
+    reported: HashSet<String>,
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<()>,
+        _watcher: notify::RecommendedWatcher,
+    ) {
+        let mut seen = fingerprint(&self.dir);
+        loop {
+            tokio::select! {
+                ev = events.recv() => if ev.is_none() { return },
+                _ = tokio::time::sleep(POLL_INTERVAL) => {
+                    if fingerprint(&self.dir) == seen {
+                        continue;
+                    }
+                }
+            }
+            // Debounce: wait for a quiet period.
+            loop {
+                match tokio::time::timeout(RELOAD_DEBOUNCE, events.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // Settle: sizes and mtimes unchanged across SETTLE_CHECK.
+            loop {
+                let before = fingerprint(&self.dir);
+                tokio::time::sleep(SETTLE_CHECK).await;
+                let after = fingerprint(&self.dir);
+                if before == after {
+                    seen = after;
+                    break;
+                }
+            }
+            while events.try_recv().is_ok() {}
+            self.rescan().await;
+        }
+    }
+
+    /// One reconciliation; publishes the new set when its plugins changed.
+    async fn rescan(&mut self) {
+        let current = self.tx.borrow().clone();
+        let started = std::time::Instant::now();
+        let next = match PluginSet::scan(&self.rt, &self.dir, &current, &self.checks).await {
+            Ok(next) => next,
+            Err(e) => {
+                if self.reported.insert(e.to_string()) {
+                    tracing::error!("{e}; keeping the loaded plugins");
+                }
+                return;
+            }
+        };
+        let now: HashSet<String> = next.errors().iter().map(|e| e.to_string()).collect();
+        for e in &now {
+            if !self.reported.contains(e) {
+                tracing::error!("{e}");
+            }
+        }
+        self.reported = now;
+        let identity = |s: &PluginSet| -> Vec<(String, PathBuf, String)> {
+            s.iter()
+                .map(|p| {
+                    (
+                        p.meta().name.to_string(),
+                        p.path().to_path_buf(),
+                        p.sha256().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let errors =
+            |s: &PluginSet| -> Vec<String> { s.errors().iter().map(|e| e.to_string()).collect() };
+        if identity(&current) == identity(&next) {
+            if errors(&current) != errors(&next) {
+                // Same plugins, new refusals: publish so that status readers see them.
+                let _ = self.tx.send(Arc::new(next));
+            }
+            return;
+        }
+        for p in next.iter() {
+            match current.get(p.meta().name.as_str()) {
+                Some(old) if old.sha256() == p.sha256() => {}
+                Some(old) => tracing::info!(
+                    plugin = %p.meta().name, from = %old.meta().version, to = %p.meta().version,
+                    file = %p.path().display(), "plugin replaced"
+                ),
+                None => tracing::info!(
+                    plugin = %p.meta().name, version = %p.meta().version,
+                    file = %p.path().display(), "plugin added"
+                ),
+            }
+        }
+        for old in current.iter() {
+            if next.get(old.meta().name.as_str()).is_none() {
+                tracing::info!(plugin = %old.meta().name, "plugin removed; its task is unscheduled after runs in flight");
+            }
+        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "plugins rescanned"
+        );
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Arc::new(next));
+    }
+}
+
+/// (path, size, mtime) of every `.wasm` file: cheap, no reads.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "wasm") {
+                let m = e.metadata().ok()?;
+                Some((path, m.len(), m.modified().ok()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
