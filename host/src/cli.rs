@@ -78,6 +78,42 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Write, build and check task plugins.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+/// `quarry plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Create a task project that builds as is.
+    New {
+        /// Task name (lower-case letters, digits, `_`).
+        name: String,
+        /// Language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the task project in DIR into a .wasm component.
+    Build {
+        /// Project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to put the .wasm (default: the project directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a plugin's metadata, or exactly why the host would refuse it.
+    Check {
+        /// The .wasm file.
+        file: PathBuf,
+    },
 }
 
 /// Runs a parsed command line. `out` gets the command's answer, `err` human notes.
@@ -122,6 +158,7 @@ pub async fn execute(
         }
         Command::Plugins { plugins_dir } => list_plugins(&plugins_dir, out, err).await,
         Command::CheckConfig { file } => check_config(&file, out, err).await,
+        Command::Plugin { action } => plugin_action(action, out, err).await,
     }
 }
 
@@ -304,6 +341,65 @@ async fn list_plugins(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `quarry plugin new|build|check`.
+async fn plugin_action(
+    action: PluginAction,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        PluginAction::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            match crate::scaffold::new_project(&name, lang, &dir) {
+                Ok(files) => {
+                    for f in files {
+                        writeln!(out, "created {}", f.display())?;
+                    }
+                    writeln!(out, "build it with: quarry plugin build {}", dir.display())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    writeln!(err, "quarry plugin new: {e:#}")?;
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        PluginAction::Build { dir, out: dest } => {
+            let dest = dest.unwrap_or_else(|| dir.clone());
+            match crate::scaffold::build_project(&dir, &dest) {
+                Ok(path) => {
+                    writeln!(out, "built {}", path.display())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    writeln!(err, "quarry plugin build: {e:#}")?;
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        PluginAction::Check { file } => {
+            let rt = runtime(RuntimeLimits::default())?;
+            match crate::runtime::Plugin::load(&rt, &file).await {
+                Ok(p) => {
+                    let m = p.meta();
+                    writeln!(out, "name:        {}", m.name)?;
+                    writeln!(out, "version:     {}", m.version)?;
+                    writeln!(out, "idempotent:  {}", m.idempotent)?;
+                    writeln!(out, "interval:    {}s", m.default_interval.as_secs())?;
+                    writeln!(out, "wit:         quarry:task@{}", p.wit_version())?;
+                    writeln!(out, "sha256:      {}", p.sha256())?;
+                    writeln!(out, "params:      {}", m.params_doc)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    writeln!(err, "refused: {e}")?;
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
 }
 
 /// `quarry check-config`.

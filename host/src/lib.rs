@@ -11,7 +11,7 @@
 //! - [`run`]: one task on one worker (status file pending → run → final) and on a whole tick.
 //! - [`report`]: ROCK-compatible status files and run reports.
 //! - [`scheduler`]: interval ticks per task, fan-out, graceful shutdown.
-//! - [`cli`]: the `quarry` command line.
+//! - [`cli`]: the `quarry` command line; [`scaffold`]: `quarry plugin new/build`.
 //! - [`task`], [`error`]: domain types and error types.
 
 pub mod cli;
@@ -21,6 +21,7 @@ pub mod plugins;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod scaffold;
 pub mod scheduler;
 pub mod task;
 pub mod workers;

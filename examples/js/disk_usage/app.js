@@ -116,7 +116,7 @@ function parseDfLine(line) {
 function describeError(e) {
   const p = e && e.payload;
   if (p && typeof p.tag === 'string') return `${p.tag}: ${p.val}`;
-  return `other: ${e}`;
+  return `unknown: ${String(e)}`;
 }
 
 function failed(message) {
