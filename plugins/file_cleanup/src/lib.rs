@@ -161,8 +161,9 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             names
         }
         Err(refusal) => {
+            // The host reports the failure once per worker; this is the detail for debugging.
             worker.log(
-                LogLevel::Warn,
+                LogLevel::Debug,
                 &format!("file_cleanup: {}", refusal.message),
             );
             detail.insert("docker".into(), refusal.docker.into());

@@ -512,7 +512,7 @@ fn docker_trouble_fails_closed() {
             "nothing may run after a docker failure"
         );
         assert!(Path::new(&t).join("old.log").exists());
-        assert_eq!(w.logs[0].0, LogLevel::Warn);
+        assert_eq!(w.logs[0].0, LogLevel::Debug);
     }
 }
 
