@@ -450,3 +450,89 @@ async fn a_guest_past_the_memory_limit_fails_cleanly() {
     .await;
     assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
 }
+
+/// The busybox image scripts/test-dockerd.sh imported into the private daemon it started.
+fn docker_image() -> String {
+    std::env::var("QUARRY_TEST_DOCKER_IMAGE").unwrap_or_else(|_| {
+        panic!("no test Docker daemon: run scripts/test.sh, which starts one and sets DOCKER_HOST")
+    })
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes a container when dropped.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_cleanup_protects_the_directories_of_running_containers_on_real_docker() {
+    let image = docker_image();
+    let name = format!("quarry-protected-{}", std::process::id());
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output();
+    let container = Container(name.clone());
+    docker(&["run", "-d", "--name", &container.0, &image, "sleep", "600"]);
+    let tmp = TempDir::new("fc-docker");
+    let d = tmp.path().join("logs");
+    file(
+        &d.join(&name).join("app.log"),
+        b"a running container's log",
+        3,
+    );
+    file(
+        &d.join("stopped-container/app.log"),
+        b"old, not protected",
+        3,
+    );
+    let params = json!({"target_dirs": [d.to_str().unwrap()], "max_age_mins": 60});
+    let rocklet = RockletProcess::start();
+    let rt = runtime(256, Duration::from_secs(30));
+    let set = load(&rt, Path::new(PLUGINS)).await;
+    let status = tmp.path().join("status");
+    let (report, runs) = within(
+        "file_cleanup tick",
+        60,
+        run_tick(
+            &rt,
+            &task(&set, "file_cleanup", params),
+            &[rocklet_worker(&rocklet.addr)],
+            &settings(status.to_str().unwrap(), None, 60),
+        ),
+    )
+    .await;
+    assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
+    assert!(
+        d.join(&name).join("app.log").exists(),
+        "a running container's directory was cleaned"
+    );
+    assert!(!d.join("stopped-container/app.log").exists());
+    let detail = runs[0].detail.as_ref().unwrap();
+    assert_eq!(detail["docker"], "present");
+    assert!(
+        detail["protected_containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == name.as_str()),
+        "{detail:?}"
+    );
+}

@@ -41,7 +41,7 @@
     "report_path: optional absolute path on the worker where the JSON summary is written"
 #define MAX_PATHS 64
 #define MAX_PATH_BYTES 4096
-#define MAX_JSON_DEPTH 64
+#define MAX_JSON_DEPTH 128 /* serde_json's limit: the host never sends deeper params */
 #define DF_TIMEOUT_MS 30000
 
 /* ------------------------------------------------------------------------------------------ */
