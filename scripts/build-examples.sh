@@ -6,7 +6,8 @@
 #        OUT_DIR/disk_usage_js.wasm   examples/js/disk_usage/app.js      (componentize-js)
 #        OUT_DIR/disk_usage_c.wasm    examples/c/disk_usage/app.c        (wit-bindgen c + clang + wasm-tools)
 #
-# Installs what is missing first, into target/toolchains/ (nothing outside the repository except
+# Installs what is missing first, into $QUARRY_TOOLCHAINS_DIR (default ~/.cache/quarry/toolchains,
+# shared by clones so that the 10-20 minute cargo installs happen once per machine; nothing else outside the repository except
 # Debian packages and cargo's download cache):
 #   - py/       a venv with componentize-py (pip)
 #   - js/       componentize-js from examples/js/disk_usage/package{,-lock}.json (npm)
@@ -33,7 +34,7 @@ CLANG=${CLANG:-clang}
 WORLD=task-plugin
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TC=$ROOT/target/toolchains
+TC=${QUARRY_TOOLCHAINS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/quarry/toolchains}
 BUILD=$ROOT/target/examples-build
 WIT=$ROOT/wit
 EX=$ROOT/examples
@@ -82,6 +83,10 @@ ensure_componentize_py() {
     say "componentize-py installed in $(elapsed $t)"
 }
 
+# package.json also pins @bytecodealliance/preview2-shim: componentize-js 0.23.0 imports it at
+# run time but lists it only as a devDependency, so without the pin it is present or not
+# depending on how npm hoists jco's copies ("Cannot find package '@bytecodealliance/preview2-shim'").
+#
 # npm installs into a copy of the committed package.json + package-lock.json, so that
 # node_modules never lands in examples/. `npm ci` is not used: a lock written where the registry
 # serves only some of rolldown's platform binaries lacks the others, and `npm ci` then refuses
@@ -100,7 +105,7 @@ ensure_componentize_js() {
     rm -rf "$dir/node_modules"
     cp "$src/package.json" "$dir/package.json"
     cp "$src/package-lock.json" "$dir/package-lock.json"
-    (cd "$dir" && "${NICE[@]}" npm install --no-audit --no-fund --loglevel=error) || die "npm install in $dir failed"
+    (cd "$dir" && "${NICE[@]}" npm install --no-audit --no-fund --loglevel=error >&2) || die "npm install in $dir failed"
     local got
     got=$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null) || got=none
     [[ $got == "$COMPONENTIZE_JS_VERSION" ]] ||
@@ -201,6 +206,7 @@ WIT_BINDGEN=$TC/bin/wit-bindgen
 # ---------------------------------------------------------------------------------------------
 # Components
 
+# shellcheck disable=SC2054 # the comma in -Wl,--strip-debug is part of the flag
 C_FLAGS=(--target=wasm32-wasi -Oz -mexec-model=reactor -Wall -Wextra -Werror -Wl,--strip-debug)
 
 # Prints a hash of the given files' contents plus the toolchain versions and this script.
@@ -278,7 +284,8 @@ build_js() {
 build_c() {
     local gen=$BUILD/c-gen core=$BUILD/disk_usage_c.core.wasm
     rm -rf "$gen" "$core"
-    "$WIT_BINDGEN" c "$WIT" --world "$WORLD" --out-dir "$gen" >/dev/null || return
+    "$WIT_BINDGEN" c "$WIT" --world "$WORLD" --out-dir "$gen" >"$BUILD/c-gen.log" 2>&1 ||
+        { cat "$BUILD/c-gen.log" >&2; return 1; }
     "${NICE[@]}" "$CLANG" "${C_FLAGS[@]}" -I "$gen" -o "$core" \
         "$EX/c/disk_usage/app.c" "$gen/task_plugin.c" "$gen/task_plugin_component_type.o" || return
     "$WASM_TOOLS" component new "$core" --adapt "wasi_snapshot_preview1=$ADAPTER" \

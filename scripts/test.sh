@@ -9,5 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # A private Docker daemon for the tests (stopped by PID when this script exits).
 source scripts/test-dockerd.sh
+# The example tasks in Python, JavaScript and C, built from source (toolchains from PyPI, npm,
+# Debian and crates.io, installed on first use into ~/.cache/quarry/toolchains).
+bash scripts/build-examples.sh target/examples-wasm
+export QUARRY_TEST_EXAMPLES_DIR=$PWD/target/examples-wasm
 cargo test --workspace --locked
 cargo test --manifest-path plugins/Cargo.toml --locked

@@ -536,3 +536,47 @@ async fn file_cleanup_protects_the_directories_of_running_containers_on_real_doc
         "{detail:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pooling_allocator_runs_tasks_and_keeps_the_memory_limit() {
+    let tmp = TempDir::new("pooled");
+    let limits = quarry_host::runtime::RuntimeLimits {
+        memory_bytes: 64 << 20,
+        call_timeout: Duration::from_secs(10),
+    };
+    let rt = Arc::new(quarry_host::runtime::Runtime::new_pooled(limits, 4).unwrap());
+    let set = load(&rt, plugins_dir(&["probe"]).path()).await;
+    let local = workers::connect(&[WorkerAddr::Local], Limits::default());
+    for _ in 0..3 {
+        let (report, _) = within(
+            "pooled ok",
+            30,
+            run_tick(
+                &rt,
+                &task(&set, "probe", json!({"mode": "ok"})),
+                &local,
+                &settings(tmp.str(), None, 10),
+            ),
+        )
+        .await;
+        assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
+    }
+    let (report, _) = within(
+        "pooled alloc",
+        30,
+        run_tick(
+            &rt,
+            &task(&set, "probe", json!({"mode": "alloc", "mib": 512})),
+            &local,
+            &settings(tmp.str(), None, 10),
+        ),
+    )
+    .await;
+    assert_eq!(report.worker_results[0].outcome, WorkerOutcome::Failed);
+    assert_eq!(
+        report.worker_results[0].error_type.as_deref(),
+        Some("MemoryLimitExceeded"),
+        "{}",
+        report.to_json()
+    );
+}

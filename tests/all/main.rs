@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod e2e;
 mod harness;
+mod languages;
 mod plugins;
 mod reload;
 mod scheduler;

@@ -353,7 +353,7 @@ static size_t put_utf8(char o[4], unsigned cp) {
  * never longer than the escaped one (\uXXXX: 6 bytes -> at most 3, a pair: 12 -> 4, \n: 2 -> 1),
  * so a buffer of the raw length + 1 suffices; every write is still checked against it. */
 static void jstr_put(jstr_t *s, size_t cap, const char *p, size_t k) {
-    if (k >= cap - s->len) abort(); /* no room for k bytes + NUL; cannot happen, see below */
+    if (k >= cap - s->len) abort(); /* no room for k bytes + NUL: cannot happen, see above */
     memcpy(s->ptr + s->len, p, k);
     s->len += k;
 }

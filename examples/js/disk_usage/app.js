@@ -86,12 +86,15 @@ function parseParams(raw) {
 }
 
 const isDigits = (s) => /^[0-9]+$/.test(s);
+const MAX_U64 = 2n ** 64n - 1n;
+const fitsU64 = (s) => s.replace(/^0+/, '').length <= 20 && BigInt(s) <= MAX_U64;
 
 /**
  * One line of `df -P -k` output, or null when it does not have the POSIX shape. Columns:
  * filesystem, size, used, available, capacity (`N%` or `-`), mount point. The file system
  * name and the mount point may contain spaces, so the capacity column is found as the first
- * `N%`/`-` token preceded by three numbers.
+ * `N%`/`-` token preceded by three numbers. A number above 2^64-1 makes the line unparsable
+ * (as in the C version); numbers above 2^53 lose precision (JS numbers are doubles).
  */
 function parseDfLine(line) {
   const tokens = line.split(ASCII_WS).filter((t) => t !== '');
@@ -99,6 +102,8 @@ function parseDfLine(line) {
     const cap = tokens[i];
     const pctOk = cap === '-' || (cap.endsWith('%') && isDigits(cap.slice(0, -1)));
     if (pctOk && isDigits(tokens[i - 3]) && isDigits(tokens[i - 2]) && isDigits(tokens[i - 1])) {
+      const numbers = tokens.slice(i - 3, i).concat(cap === '-' ? [] : [cap.slice(0, -1)]);
+      if (!numbers.every(fitsU64)) return null;
       return {
         mount: tokens.slice(i + 1).join(' '),
         filesystem: tokens.slice(0, i - 3).join(' '),

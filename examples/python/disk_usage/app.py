@@ -29,6 +29,7 @@ ASCII_WS = re.compile(r"[ \t\r\n\v\f]+")
 # After json.dumps, every surrogate left in a str is a lone one (pairs are single code points).
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 JSON_WS = " \t\r\n"
+MAX_U64 = 2**64 - 1
 MAX_PATHS = 64
 MAX_PATH_BYTES = 4096
 DF_TIMEOUT_MS = 30_000
@@ -98,13 +99,18 @@ def parse_df_line(line: str):
 
     Columns: filesystem, size, used, available, capacity (`N%` or `-`), mount point. The
     file system name and the mount point may contain spaces, so the capacity column is found
-    as the first `N%`/`-` token preceded by three numbers.
+    as the first `N%`/`-` token preceded by three numbers. A number above 2^64-1 makes the
+    line unparsable (as in the C version).
     """
     tokens = [t for t in ASCII_WS.split(line) if t]
     for i in range(4, len(tokens) - 1):
         cap = tokens[i]
         pct_ok = cap == "-" or (cap.endswith("%") and is_digits(cap[:-1]))
         if pct_ok and all(is_digits(t) for t in tokens[i - 3 : i]):
+            numbers = tokens[i - 3 : i] + ([] if cap == "-" else [cap[:-1]])
+            # at most 20 digits before int(): int() refuses strings over 4300 digits
+            if any(len(n.lstrip("0")) > 20 or int(n) > MAX_U64 for n in numbers):
+                return None
             return {
                 "mount": " ".join(tokens[i + 1 :]),
                 "filesystem": " ".join(tokens[: i - 3]),

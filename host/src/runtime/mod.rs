@@ -84,9 +84,38 @@ impl Runtime {
     /// Builds the engine (component model, epoch interruption, cranelift) and the linker
     /// with WASI p2 and the `quarry:task/host` interface.
     pub fn new(limits: RuntimeLimits) -> anyhow::Result<Self> {
+        Self::build(limits, None)
+    }
+
+    /// Like [`Runtime::new`], with wasmtime's pooling allocator: memories and instances for
+    /// up to `concurrent_runs` runs are reserved up front and reused, which makes
+    /// instantiation cheaper at the cost of reserved (virtual) memory. Each run's memory is
+    /// then also capped by the pool's slot size (`limits.memory_bytes`).
+    pub fn new_pooled(limits: RuntimeLimits, concurrent_runs: u32) -> anyhow::Result<Self> {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        let runs = concurrent_runs.max(1);
+        // Python and JavaScript components hold a few core instances, memories and tables.
+        pool.total_component_instances(runs)
+            .total_core_instances(runs * 8)
+            .total_memories(runs * 4)
+            .total_tables(runs * 8)
+            .max_core_instances_per_component(8)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
+        Self::build(limits, Some(pool))
+    }
+
+    fn build(
+        limits: RuntimeLimits,
+        pool: Option<wasmtime::PoolingAllocationConfig>,
+    ) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if let Some(pool) = pool {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
