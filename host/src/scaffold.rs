@@ -17,6 +17,12 @@ pub const WIT: &str = include_str!("../../wit/quarry.wit");
 pub enum Lang {
     /// Rust, with the quarry-sdk crate.
     Rust,
+    /// Python, built with componentize-py.
+    Python,
+    /// JavaScript, built with componentize-js.
+    Js,
+    /// C, built with wit-bindgen c, clang (wasi-libc) and wasm-tools.
+    C,
 }
 
 struct Template {
@@ -36,7 +42,67 @@ fn templates(lang: Lang) -> &'static [Template] {
                 text: include_str!("../templates/rust/src/lib.rs.tmpl"),
             },
         ],
+        // The other languages start from the examples in examples/, which the tests build
+        // and run against a real rocklet; `NAME` is replaced by the task's name.
+        Lang::Python => &[Template {
+            path: "app.py",
+            text: include_str!("../../examples/python/disk_usage/app.py"),
+        }],
+        Lang::Js => &[
+            Template {
+                path: "app.js",
+                text: include_str!("../../examples/js/disk_usage/app.js"),
+            },
+            Template {
+                path: "package.json",
+                text: include_str!("../../examples/js/disk_usage/package.json"),
+            },
+        ],
+        Lang::C => &[Template {
+            path: "app.c",
+            text: include_str!("../../examples/c/disk_usage/app.c"),
+        }],
     }
+}
+
+/// The task name each example template carries.
+fn example_name(lang: Lang) -> Option<&'static str> {
+    match lang {
+        Lang::Rust => None,
+        Lang::Python => Some("disk_usage_py"),
+        Lang::Js => Some("disk_usage_js"),
+        Lang::C => Some("disk_usage_c"),
+    }
+}
+
+/// Where the non-Rust toolchains are installed (scripts/build-examples.sh installs them):
+/// `$QUARRY_TOOLCHAINS_DIR`, else `~/.cache/quarry/toolchains`.
+fn toolchains_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QUARRY_TOOLCHAINS_DIR") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    cache.join("quarry/toolchains")
+}
+
+/// A tool from the toolchains directory if installed there, else from PATH.
+fn tool(rel: &str, name: &str) -> PathBuf {
+    let p = toolchains_dir().join(rel);
+    if p.exists() { p } else { PathBuf::from(name) }
+}
+
+/// Runs a build step, naming it when it fails.
+fn run_step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot start {:?} (run scripts/build-examples.sh once to install the toolchains)", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
 }
 
 /// Where the SDK sources are: `QUARRY_SDK_DIR`, else the `sdk/` directory of the source tree
@@ -59,12 +125,14 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Vec<Pat
     let files = templates(lang)
         .iter()
         .map(|t| {
-            (
-                t.path,
-                t.text
-                    .replace("{{name}}", name)
-                    .replace("{{sdk}}", &sdk.display().to_string()),
-            )
+            let mut text = t
+                .text
+                .replace("{{name}}", name)
+                .replace("{{sdk}}", &sdk.display().to_string());
+            if let Some(example) = example_name(lang) {
+                text = text.replace(example, name);
+            }
+            (t.path, text)
         })
         .chain(std::iter::once(("wit/quarry.wit", WIT.to_string())));
     for (rel, text) in files {
@@ -83,10 +151,103 @@ pub fn build_project(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     if dir.join("Cargo.toml").exists() {
         return build_rust(dir, out);
     }
-    bail!(
-        "{} is not a task project: no Cargo.toml (other languages: see docs/writing-tasks.md for their one-line builds)",
-        dir.display()
-    )
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", dir.display()))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the project directory has no name")?
+        .to_string();
+    std::fs::create_dir_all(out)?;
+    let out = out.canonicalize()?;
+    let dest = out.join(format!("{name}.wasm"));
+    let wit = dir.join("wit");
+    if !wit.join("quarry.wit").exists() {
+        bail!(
+            "{} has no wit/quarry.wit (quarry plugin new writes it)",
+            dir.display()
+        );
+    }
+    if dir.join("app.py").exists() {
+        run_step(
+            "componentize-py",
+            Command::new(tool("py/bin/componentize-py", "componentize-py"))
+                .args(["-d"])
+                .arg(&wit)
+                .args(["-w", "task-plugin", "componentize", "-p"])
+                .arg(dir)
+                .args(["app", "-o"])
+                .arg(&dest)
+                .current_dir(dir),
+        )?;
+    } else if dir.join("app.js").exists() {
+        run_step(
+            "componentize-js",
+            Command::new(tool(
+                "js/node_modules/.bin/componentize-js",
+                "componentize-js",
+            ))
+            .arg(dir.join("app.js"))
+            .arg("--wit")
+            .arg(&wit)
+            .args([
+                "--world-name",
+                "task-plugin",
+                "-d",
+                "http",
+                "fetch-event",
+                "-o",
+            ])
+            .arg(&dest)
+            .current_dir(dir),
+        )?;
+    } else if dir.join("app.c").exists() {
+        let gen_dir = dir.join("gen");
+        run_step(
+            "wit-bindgen c",
+            Command::new(tool("bin/wit-bindgen", "wit-bindgen"))
+                .arg("c")
+                .arg(&wit)
+                .args(["--world", "task-plugin", "--out-dir"])
+                .arg(&gen_dir),
+        )?;
+        let core = gen_dir.join("core.wasm");
+        run_step(
+            "clang",
+            Command::new("clang")
+                .args([
+                    "--target=wasm32-wasi",
+                    "-Oz",
+                    "-mexec-model=reactor",
+                    "-Wl,--strip-debug",
+                    "-I",
+                ])
+                .arg(&gen_dir)
+                .arg("-o")
+                .arg(&core)
+                .arg(dir.join("app.c"))
+                .arg(gen_dir.join("task_plugin.c"))
+                .arg(gen_dir.join("task_plugin_component_type.o")),
+        )?;
+        let adapter = toolchains_dir().join("adapter/wasi_snapshot_preview1.reactor.wasm");
+        run_step(
+            "wasm-tools component new",
+            Command::new(tool("bin/wasm-tools", "wasm-tools"))
+                .args(["component", "new"])
+                .arg(&core)
+                .arg("--adapt")
+                .arg(format!("wasi_snapshot_preview1={}", adapter.display()))
+                .arg("-o")
+                .arg(&dest),
+        )?;
+    } else {
+        bail!(
+            "{} is not a task project: no Cargo.toml, app.py, app.js or app.c",
+            dir.display()
+        );
+    }
+    Ok(dest)
 }
 
 fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
@@ -108,7 +269,17 @@ fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         bail!("cargo build failed (is the target installed? `rustup target add wasm32-wasip2`)");
     }
     let file = format!("{}.wasm", name.replace('-', "_"));
-    let built = dir.join("target/wasm32-wasip2/release").join(&file);
+    // Cargo knows where the output goes (CARGO_TARGET_DIR, .cargo/config.toml, …).
+    let meta = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(dir)
+        .output()
+        .context("running cargo metadata")?;
+    let target_dir = serde_json::from_slice::<serde_json::Value>(&meta.stdout)
+        .ok()
+        .and_then(|m| m["target_directory"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| dir.join("target"));
+    let built = target_dir.join("wasm32-wasip2/release").join(&file);
     std::fs::create_dir_all(out)?;
     let dest = out.join(&file);
     std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;

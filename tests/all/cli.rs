@@ -110,3 +110,51 @@ async fn check_config_reports_field_and_reason() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_builds_as_is_and_check_explains_refusals() {
+    let root = TempDir::new("scaffold");
+    // Rust shares the wasm target dir of the test build, so the SDK's dependencies are reused.
+    let wasm_target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm");
+    let mut langs = vec!["rust"];
+    if std::env::var_os("QUARRY_TEST_EXAMPLES_DIR").is_some() {
+        langs.extend(["c", "python", "js"]); // their toolchains come with the examples
+    }
+    for lang in langs {
+        let name = format!("new_{lang}");
+        let dir = root.path().join(&name);
+        let dir_s = dir.to_str().unwrap();
+        let (code, _, err) =
+            quarry(&["plugin", "new", &name, "--lang", lang, "--dir", dir_s]).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
+        assert!(dir.join("wit/quarry.wit").exists());
+        if lang == "rust" {
+            let cfg = format!(
+                "[build]\ntarget-dir = {:?}\n",
+                wasm_target.display().to_string()
+            );
+            std::fs::create_dir_all(dir.join(".cargo")).unwrap();
+            std::fs::write(dir.join(".cargo/config.toml"), cfg).unwrap();
+        }
+        let (code, out, err) = quarry(&["plugin", "build", dir_s]).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
+        assert!(out.contains(&format!("{name}.wasm")), "{out}");
+        let (code, out, err) = quarry(&["plugin", "check", &format!("{dir_s}/{name}.wasm")]).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
+        assert!(
+            out.contains(&format!("name:        {name}")) && out.contains("quarry:task@0.1.0"),
+            "{out}"
+        );
+    }
+    let (code, _, err) = quarry(&["plugin", "new", "Bad-Name"]).await;
+    assert_eq!(code, ExitCode::from(2));
+    assert!(err.contains("task name \"Bad-Name\" is invalid"), "{err}");
+    let junk = root.path().join("junk.wasm");
+    std::fs::write(&junk, b"junk").unwrap();
+    let (code, _, err) = quarry(&["plugin", "check", junk.to_str().unwrap()]).await;
+    assert_eq!(code, ExitCode::from(1));
+    assert!(
+        err.contains("refused: plugin") && err.contains("not a valid WebAssembly component"),
+        "{err}"
+    );
+}
