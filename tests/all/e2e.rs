@@ -269,7 +269,7 @@ async fn a_dead_worker_fails_alone() {
         l.local_addr().unwrap().port()
     };
     let rt = runtime(64, Duration::from_secs(10));
-    let set = load(&rt, &plugins_dir(&["probe"]).path().to_path_buf()).await;
+    let set = load(&rt, plugins_dir(&["probe"]).path()).await;
     let addrs = [
         WorkerAddr::parse(&rocklet.addr, 22555).unwrap(),
         WorkerAddr::parse(&format!("127.0.0.2:{dead}"), 22555).unwrap(),
