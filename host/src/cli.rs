@@ -124,14 +124,11 @@ pub async fn execute(
 ) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
-            let cfg = match Config::load(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            scheduler::serve(cfg, shutdown_signal()).await?;
+            if let Err(e) = Config::load(&config) {
+                writeln!(err, "{e}")?;
+                return Ok(ExitCode::from(2));
+            }
+            scheduler::serve(&config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

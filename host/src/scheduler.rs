@@ -8,13 +8,12 @@
 //! overlaps the previous one of the same task; ticks that fall due while one runs are
 //! dropped (ROCK: APScheduler `max_instances=1`, `coalesce`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, FieldError};
@@ -36,7 +35,7 @@ const REPORT_CHANNEL_CAPACITY: usize = 256;
 
 /// A task ready to schedule. The plugin is looked up by name at every tick, in the plugin
 /// set current at that moment (hot reload swaps it).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScheduledTask {
     /// Plugin name.
     pub plugin: String,
@@ -128,12 +127,46 @@ pub fn run_settings(cfg: &Config) -> RunSettings {
     }
 }
 
-/// Running interval loops; stop them with [`Scheduler::shutdown`].
-pub struct Scheduler {
-    loops: JoinSet<()>,
+/// What every tick reads when it starts: the workers and the run settings. Replaced whole on
+/// config reload; ticks in flight keep the `Arc` they started with.
+#[derive(Debug)]
+pub struct TickEnv {
+    /// The workers.
+    pub workers: Arc<Vec<Worker>>,
+    /// Status dir, budgets, concurrency, report dir.
+    pub settings: RunSettings,
+}
+
+/// One running interval loop.
+struct TaskLoop {
+    spec: ScheduledTask,
     stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Scheduler::apply`] changed, by task name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// New tasks.
+    pub added: Vec<String>,
+    /// Tasks no longer configured.
+    pub removed: Vec<String>,
+    /// Tasks whose params or interval changed (restarted with the new ones).
+    pub changed: Vec<String>,
+    /// Tasks left alone: they keep their schedule.
+    pub unchanged: Vec<String>,
+}
+
+/// The interval loops, one per task; owned by whoever runs the scheduler (`serve`), which
+/// applies config reloads with [`Scheduler::apply`]. Stop it with [`Scheduler::shutdown`].
+pub struct Scheduler {
+    rt: Arc<Runtime>,
+    plugins: watch::Receiver<Arc<PluginSet>>,
+    env: watch::Sender<Arc<TickEnv>>,
+    loops: std::collections::BTreeMap<String, TaskLoop>,
+    /// Loops told to stop; they finish the tick in flight first.
+    retired: Vec<tokio::task::JoinHandle<()>>,
     reports: broadcast::Sender<Arc<RunReport>>,
-    grace: Duration,
 }
 
 impl Scheduler {
@@ -145,34 +178,86 @@ impl Scheduler {
         workers: Arc<Vec<Worker>>,
         settings: RunSettings,
     ) -> Scheduler {
-        let (stop, _) = watch::channel(false);
         let (reports, _) = broadcast::channel(REPORT_CHANNEL_CAPACITY);
-        let mut loops = JoinSet::new();
-        let grace = settings.run_timeout + SHUTDOWN_GRACE;
-        let settings = Arc::new(settings);
-        for task in tasks {
+        let (env, _) = watch::channel(Arc::new(TickEnv { workers, settings }));
+        let mut scheduler = Scheduler {
+            rt,
+            plugins,
+            env,
+            loops: Default::default(),
+            retired: Vec::new(),
+            reports,
+        };
+        scheduler.apply(tasks);
+        scheduler
+    }
+
+    /// Makes the running loops match `tasks`.
+    ///
+    /// Strategy: diff by task name; removed and changed loops are told to stop (a tick in
+    /// flight finishes), added and changed ones start (first tick after
+    /// [`FIRST_TICK_DELAY`]); unchanged loops are not touched, so they keep their schedule.
+    pub fn apply(&mut self, tasks: Vec<ScheduledTask>) -> ApplySummary {
+        let mut summary = ApplySummary::default();
+        let wanted: std::collections::BTreeMap<String, ScheduledTask> =
+            tasks.into_iter().map(|t| (t.plugin.clone(), t)).collect();
+        let names: Vec<String> = self.loops.keys().cloned().collect();
+        for name in names {
+            match wanted.get(&name) {
+                Some(spec) if *spec == self.loops[&name].spec => {
+                    summary.unchanged.push(name);
+                }
+                other => {
+                    if let Some(old) = self.loops.remove(&name) {
+                        let _ = old.stop.send(true);
+                        self.retired.push(old.handle);
+                    }
+                    if other.is_some() {
+                        summary.changed.push(name);
+                    } else {
+                        tracing::info!(task = name, "task unscheduled");
+                        summary.removed.push(name);
+                    }
+                }
+            }
+        }
+        for (name, spec) in wanted {
+            if self.loops.contains_key(&name) {
+                continue;
+            }
+            if !summary.changed.contains(&name) {
+                summary.added.push(name.clone());
+            }
             tracing::info!(
-                task = %task.plugin,
-                interval_s = task.interval.as_secs(),
-                workers = workers.len(),
+                task = %name,
+                interval_s = spec.interval.as_secs(),
+                workers = self.env.borrow().workers.len(),
                 "task scheduled"
             );
-            loops.spawn(task_loop(
-                rt.clone(),
-                task,
-                plugins.clone(),
-                workers.clone(),
-                settings.clone(),
-                reports.clone(),
-                stop.subscribe(),
+            let (stop, stop_rx) = watch::channel(false);
+            let handle = tokio::spawn(task_loop(
+                self.rt.clone(),
+                spec.clone(),
+                self.plugins.clone(),
+                self.env.subscribe(),
+                self.reports.clone(),
+                stop_rx,
             ));
+            self.loops.insert(name, TaskLoop { spec, stop, handle });
         }
-        Scheduler {
-            loops,
-            stop,
-            reports,
-            grace,
-        }
+        self.retired.retain(|h| !h.is_finished());
+        summary
+    }
+
+    /// Replaces the workers and settings; the next tick of every task uses them.
+    pub fn set_env(&self, workers: Arc<Vec<Worker>>, settings: RunSettings) {
+        self.env
+            .send_replace(Arc::new(TickEnv { workers, settings }));
+    }
+
+    /// Names of the scheduled tasks.
+    pub fn tasks(&self) -> Vec<String> {
+        self.loops.keys().cloned().collect()
     }
 
     /// Receives the report of every tick that finishes from now on.
@@ -183,14 +268,22 @@ impl Scheduler {
     /// Stops scheduling; ticks in flight finish (within one run budget plus a grace), then
     /// whatever is left is cancelled.
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        let drain = async { while self.loops.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.grace, drain).await.is_err() {
+        let grace = self.env.borrow().settings.run_timeout + SHUTDOWN_GRACE;
+        let mut handles = std::mem::take(&mut self.retired);
+        for (_, l) in std::mem::take(&mut self.loops) {
+            let _ = l.stop.send(true);
+            handles.push(l.handle);
+        }
+        let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+        let drain = futures::future::join_all(handles);
+        if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!(
                 "ticks still running {:.0}s after shutdown began; cancelling them",
-                self.grace.as_secs_f64()
+                grace.as_secs_f64()
             );
-            self.loops.shutdown().await;
+            for a in aborts {
+                a.abort();
+            }
         }
     }
 }
@@ -200,8 +293,7 @@ async fn task_loop(
     rt: Arc<Runtime>,
     task: ScheduledTask,
     plugins: watch::Receiver<Arc<PluginSet>>,
-    workers: Arc<Vec<Worker>>,
-    settings: Arc<RunSettings>,
+    env: watch::Receiver<Arc<TickEnv>>,
     reports: broadcast::Sender<Arc<RunReport>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -222,7 +314,8 @@ async fn task_loop(
                     plugin,
                     params: task.params.clone(),
                 };
-                let (report, _) = run_tick(&rt, &run, &workers, &settings).await;
+                let env = env.borrow().clone();
+                let (report, _) = run_tick(&rt, &run, &env.workers, &env.settings).await;
                 let _ = reports.send(Arc::new(report));
             }
             None if !missing_logged => {
@@ -252,56 +345,200 @@ async fn task_loop(
     }
 }
 
-/// `quarry serve`: loads plugins, checks the config's tasks against them, runs the scheduler
-/// until `shutdown` resolves, then stops gracefully.
-pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut runtime = Runtime::new(runtime_limits(&cfg))?;
-    if let Some(dir) = &cfg.cache_dir {
-        runtime = runtime.with_compile_cache(dir);
-    }
-    let rt = Arc::new(runtime);
-    let checks = params_checks(&cfg);
-    let plugins = PluginSet::scan(&rt, &cfg.plugins_dir, &PluginSet::default(), &[])
-        .await
-        .with_context(|| format!("loading plugins from {}", cfg.plugins_dir.display()))?;
-    plugins.log_errors();
-    let tasks = if cfg.enabled {
-        resolve_tasks(&rt, &cfg, &plugins)
+/// A running `quarry serve`: plugins (watched), scheduler, and the config they came from.
+pub struct Server {
+    config_path: PathBuf,
+    cfg: Config,
+    rt: Arc<Runtime>,
+    watcher: PluginWatcher,
+    scheduler: Scheduler,
+}
+
+impl Server {
+    /// Loads the config and the plugins, checks the tasks, and starts scheduling.
+    pub async fn start(config_path: &Path) -> anyhow::Result<Server> {
+        let cfg = Config::load(config_path)?;
+        let mut runtime = Runtime::new(runtime_limits(&cfg))?;
+        if let Some(dir) = &cfg.cache_dir {
+            runtime = runtime.with_compile_cache(dir);
+        }
+        let rt = Arc::new(runtime);
+        let plugins = PluginSet::scan(&rt, &cfg.plugins_dir, &PluginSet::default(), &[])
             .await
-            .map_err(|problems| {
-                anyhow::anyhow!(
-                    "invalid config: {}",
-                    problems
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?
-    } else {
+            .with_context(|| format!("loading plugins from {}", cfg.plugins_dir.display()))?;
+        plugins.log_errors();
+        let tasks = checked_tasks(&rt, &cfg, &plugins).await?;
+        let watcher = PluginWatcher::spawn(
+            rt.clone(),
+            cfg.plugins_dir.clone(),
+            Arc::new(plugins),
+            params_checks(&cfg),
+        )
+        .with_context(|| format!("watching {}", cfg.plugins_dir.display()))?;
+        let workers = Arc::new(workers::connect(&cfg.workers, workers::Limits::default()));
+        tracing::info!(
+            tasks = tasks.len(),
+            workers = workers.len(),
+            reports = %cfg.report_dir.display(),
+            status_dir = %cfg.status_dir,
+            "quarry serving"
+        );
+        let scheduler = Scheduler::start(
+            rt.clone(),
+            tasks,
+            watcher.subscribe(),
+            workers,
+            run_settings(&cfg),
+        );
+        Ok(Server {
+            config_path: config_path.to_path_buf(),
+            cfg,
+            rt,
+            watcher,
+            scheduler,
+        })
+    }
+
+    /// Re-reads the config file and applies it.
+    ///
+    /// Strategy: validate the whole file (schema, then every task against the loaded plugins)
+    /// before touching anything; a file that fails is rejected whole and the running config
+    /// stays. Then swap workers and settings, update the params every new plugin version must
+    /// accept, and diff the tasks: unchanged tasks keep their schedule.
+    pub async fn reload(&mut self) -> Result<ApplySummary, String> {
+        let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let plugins = self.watcher.current();
+        let tasks = checked_tasks(&self.rt, &cfg, &plugins)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        for (what, same) in [
+            (
+                "quarry.plugins_dir",
+                cfg.plugins_dir == self.cfg.plugins_dir,
+            ),
+            (
+                "quarry.memory_limit_mib",
+                cfg.memory_limit_bytes == self.cfg.memory_limit_bytes,
+            ),
+            (
+                "quarry.call_timeout_seconds",
+                cfg.call_timeout == self.cfg.call_timeout,
+            ),
+            ("quarry.cache_dir", cfg.cache_dir == self.cfg.cache_dir),
+        ] {
+            if !same {
+                tracing::warn!("{what} changed: it takes effect at the next restart");
+            }
+        }
+        self.watcher.set_checks(params_checks(&cfg));
+        let workers = Arc::new(workers::connect(&cfg.workers, workers::Limits::default()));
+        self.scheduler.set_env(workers, run_settings(&cfg));
+        let summary = self.scheduler.apply(tasks);
+        tracing::info!(
+            added = ?summary.added,
+            changed = ?summary.changed,
+            removed = ?summary.removed,
+            unchanged = summary.unchanged.len(),
+            "config reloaded"
+        );
+        self.cfg = cfg;
+        Ok(summary)
+    }
+
+    /// The scheduler (for reports and the task list).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Stops watching and scheduling; ticks in flight finish.
+    pub async fn shutdown(self) {
+        self.watcher.stop();
+        self.scheduler.shutdown().await;
+    }
+}
+
+/// The config's tasks resolved against `plugins`, or one error listing every problem.
+async fn checked_tasks(
+    rt: &Runtime,
+    cfg: &Config,
+    plugins: &PluginSet,
+) -> anyhow::Result<Vec<ScheduledTask>> {
+    if !cfg.enabled {
         tracing::warn!("scheduler.enabled is false: no task will run");
-        Vec::new()
-    };
-    let workers = Arc::new(workers::connect(&cfg.workers, workers::Limits::default()));
-    let report_dir: PathBuf = cfg.report_dir.clone();
-    tracing::info!(
-        tasks = tasks.len(),
-        workers = workers.len(),
-        reports = %report_dir.display(),
-        status_dir = %cfg.status_dir,
-        "quarry serving"
-    );
-    let watcher = PluginWatcher::spawn(
-        rt.clone(),
-        cfg.plugins_dir.clone(),
-        Arc::new(plugins),
-        checks,
-    )
-    .with_context(|| format!("watching {}", cfg.plugins_dir.display()))?;
-    let scheduler = Scheduler::start(rt, tasks, watcher.subscribe(), workers, run_settings(&cfg));
-    shutdown.await;
+        return Ok(Vec::new());
+    }
+    resolve_tasks(rt, cfg, plugins).await.map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid config: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
+/// Quiet time after a change to the config file before it is re-read (editors write in
+/// several steps).
+pub const CONFIG_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// `quarry serve`: runs a [`Server`] until `shutdown` resolves, reloading the config when
+/// its file changes or on SIGHUP; then stops gracefully.
+pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut server = Server::start(config_path).await?;
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let file_name = config_path.file_name().map(|n| n.to_os_string());
+    // Watch the directory, not the file: editors replace the file by renaming.
+    let dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+        {
+            let _ = changed_tx.send(());
+        }
+    })?;
+    notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)?;
+    let mut hangup = hangup_signal()?;
+    let mut last = std::fs::read(config_path).ok();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+            }
+            ev = changed.recv() => {
+                if ev.is_none() { break; }
+                while let Ok(Some(())) = tokio::time::timeout(CONFIG_DEBOUNCE, changed.recv()).await {}
+                let now = std::fs::read(config_path).ok();
+                if now == last {
+                    continue;
+                }
+                tracing::info!("{} changed: reloading", config_path.display());
+            }
+        }
+        last = std::fs::read(config_path).ok();
+        if let Err(e) = server.reload().await {
+            tracing::error!("config rejected, the running config stays: {e}");
+        }
+    }
+    drop(watcher);
     tracing::info!("shutting down: letting ticks in flight finish");
-    watcher.stop();
-    scheduler.shutdown().await;
+    server.shutdown().await;
     Ok(())
+}
+
+#[cfg(unix)]
+fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    Ok(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    )?)
 }

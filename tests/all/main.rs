@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod config_reload;
 mod e2e;
 mod harness;
 mod languages;

@@ -34,6 +34,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// The running watcher: the latest plugin set, and how many times it was swapped.
 pub struct PluginWatcher {
     rx: watch::Receiver<Arc<PluginSet>>,
+    checks: Arc<std::sync::Mutex<Vec<ParamsCheck>>>,
     swaps: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,16 +63,30 @@ impl PluginWatcher {
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let (tx, rx) = watch::channel(initial);
         let swaps = Arc::new(AtomicU64::new(0));
+        let checks = Arc::new(std::sync::Mutex::new(checks));
         let owner = Owner {
             rt,
             dir,
-            checks,
+            checks: checks.clone(),
             tx,
             swaps: swaps.clone(),
             reported: HashSet::new(),
         };
         let task = tokio::spawn(owner.run(events, watcher));
-        Ok(PluginWatcher { rx, swaps, task })
+        Ok(PluginWatcher {
+            rx,
+            checks,
+            swaps,
+            task,
+        })
+    }
+
+    /// Replaces the params checks (after a config reload): later versions of each plugin must
+    /// accept the params now configured for it.
+    pub fn set_checks(&self, checks: Vec<ParamsCheck>) {
+        if let Ok(mut c) = self.checks.lock() {
+            *c = checks;
+        }
     }
 
     /// A receiver of plugin-set snapshots.
@@ -105,7 +120,7 @@ impl Drop for PluginWatcher {
 struct Owner {
     rt: Arc<Runtime>,
     dir: PathBuf,
-    checks: Vec<ParamsCheck>,
+    checks: Arc<std::sync::Mutex<Vec<ParamsCheck>>>,
     tx: watch::Sender<Arc<PluginSet>>,
     swaps: Arc<AtomicU64>,
     /// Errors already logged, so that a bad file is reported once, not on every rescan.
@@ -155,7 +170,8 @@ impl Owner {
     async fn rescan(&mut self) {
         let current = self.tx.borrow().clone();
         let started = std::time::Instant::now();
-        let next = match PluginSet::scan(&self.rt, &self.dir, &current, &self.checks).await {
+        let checks = self.checks.lock().map(|c| c.clone()).unwrap_or_default();
+        let next = match PluginSet::scan(&self.rt, &self.dir, &current, &checks).await {
             Ok(next) => next,
             Err(e) => {
                 if self.reported.insert(e.to_string()) {
