@@ -81,6 +81,21 @@ pub async fn run_on_worker(
         extra: serde_json::Map::new(),
     };
     let write_timeout = STATUS_WRITE_TIMEOUT.min(settings.run_timeout / 4);
+    let skipped = |pid: u32| WorkerRun {
+        result: WorkerResult {
+            worker_ip: ip.clone(),
+            outcome: WorkerOutcome::Skipped,
+            error_type: None,
+            error: None,
+        },
+        detail: Some(serde_json::Map::from_iter([
+            ("status".to_string(), "skipped".into()),
+            (
+                "reason".to_string(),
+                format!("pid {pid} is still running").into(),
+            ),
+        ])),
+    };
     let failed = |outcome, kind: &str, error: String| WorkerRun {
         result: WorkerResult {
             worker_ip: ip.clone(),
@@ -90,6 +105,19 @@ pub async fn run_on_worker(
         },
         detail: None,
     };
+    if !task.plugin.meta().idempotent {
+        match daemon_alive(worker, &status_path, write_timeout).await {
+            Ok(Some(pid)) => return skipped(pid),
+            Ok(None) => {}
+            Err(e) => {
+                return failed(
+                    WorkerOutcome::Failed,
+                    e.kind(),
+                    format!("checking the previous daemon: {e}"),
+                );
+            }
+        }
+    }
     if let Err(e) = worker
         .write_file(&status_path, &status.to_json(), write_timeout)
         .await
@@ -118,6 +146,14 @@ pub async fn run_on_worker(
             status.status = out.status.into();
             status.pid = out.pid;
             status.extra = out.detail.clone();
+            if let (RunStatus::Running, Some(pid)) = (out.status, out.pid)
+                && let Ok(Some(proc)) = proc_stat(worker, pid, write_timeout).await
+            {
+                // Identifies this very process later, even if the pid is reused.
+                status
+                    .extra
+                    .insert(START_TIME_KEY.into(), proc.start_time.into());
+            }
             match out.status {
                 RunStatus::Success => (WorkerOutcome::Success, None, None, Some(out.detail)),
                 RunStatus::Running => (WorkerOutcome::Started, None, None, Some(out.detail)),
@@ -168,6 +204,85 @@ pub async fn run_on_worker(
         }
     }
     WorkerRun { result, detail }
+}
+
+/// Key in a status file's `extra` where Quarry records the start time of a launched daemon
+/// (field 22 of `/proc/<pid>/stat`), so that a reused pid is not mistaken for it.
+pub const START_TIME_KEY: &str = "quarry_proc_start_time";
+
+/// State and start time of a process, from `/proc/<pid>/stat` on the worker.
+struct ProcStat {
+    state: char,
+    start_time: u64,
+}
+
+/// Reads `/proc/<pid>/stat` on the worker; `None` when the process does not exist.
+async fn proc_stat(
+    worker: &Worker,
+    pid: u32,
+    timeout: Duration,
+) -> Result<Option<ProcStat>, crate::workers::WorkerError> {
+    let cmd = crate::workers::Command {
+        program: crate::workers::Program::Argv(vec!["cat".into(), format!("/proc/{pid}/stat")]),
+        cwd: None,
+        env: Vec::new(),
+        timeout,
+    };
+    let out = worker.execute(&cmd).await?;
+    if out.exit_code != 0 {
+        return Ok(None);
+    }
+    // "pid (comm) state ppid …": comm may contain spaces and parentheses; split after the last ')'.
+    let Some((_, rest)) = out.stdout.rsplit_once(')') else {
+        return Ok(None);
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().and_then(|f| f.chars().next());
+    let start_time = fields.get(19).and_then(|f| f.parse::<u64>().ok());
+    Ok(match (state, start_time) {
+        (Some(state), Some(start_time)) => Some(ProcStat { state, start_time }),
+        _ => None,
+    })
+}
+
+/// The gate of a non-idempotent task: `Some(pid)` when the daemon its status file records is
+/// still alive (so this tick skips the worker), `None` when the task should run.
+///
+/// Strategy: no status file, an unreadable one, or any status but `running` → run (a failed
+/// launch is retried: no sticky failure). A `running` pid must exist, not be a zombie, and —
+/// when Quarry recorded it — have the same start time; otherwise it died (or the pid was
+/// reused) → run.
+async fn daemon_alive(
+    worker: &Worker,
+    status_path: &str,
+    timeout: Duration,
+) -> Result<Option<u32>, crate::workers::WorkerError> {
+    use crate::workers::WorkerError;
+    let text = match worker.read_file(status_path, timeout).await {
+        Ok(t) => t,
+        Err(WorkerError::NotFound(_)) => return Ok(None),
+        Err(e @ (WorkerError::Unreachable(_) | WorkerError::Timeout(_))) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    let pid = match (status["status"].as_str(), status["pid"].as_u64()) {
+        (Some("running"), Some(pid)) if pid > 0 && pid <= u32::MAX as u64 => pid as u32,
+        _ => return Ok(None),
+    };
+    let Some(proc) = proc_stat(worker, pid, timeout).await? else {
+        return Ok(None);
+    };
+    if matches!(proc.state, 'Z' | 'X' | 'x') {
+        return Ok(None);
+    }
+    if let Some(recorded) = status["extra"][START_TIME_KEY].as_u64()
+        && recorded != proc.start_time
+    {
+        return Ok(None);
+    }
+    Ok(Some(pid))
 }
 
 /// Runs `task` on every worker, at most `settings.concurrency` at once, results in worker

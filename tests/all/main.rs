@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod config_reload;
+mod daemons;
 mod e2e;
 mod harness;
 mod languages;

@@ -45,6 +45,11 @@ impl RockletProcess {
         Self::spawn(Some(dir))
     }
 
+    /// The rocklet's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The TCP port the rocklet listens on.
     pub fn port(&self) -> u16 {
         self.addr

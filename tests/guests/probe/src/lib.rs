@@ -18,6 +18,7 @@
 //! | `read`    | `path`                        | `read_file`; detail `{content}` |
 //! | `write`   | `path`, `content`             | `write_file`; detail `{written: true}` |
 //! | `running` | `pid`                         | `Outcome::running(pid, {})` |
+//! | `daemon`  | `secs` (default 300)          | starts `sleep secs` detached; `Outcome::running(its pid)` |
 //! | `invalid` |                               | fails validation: "probe: invalid on purpose" |
 //!
 //! Host-call errors are not run failures here: `sleep`, `exec`, `shell`, `read` and `write`
@@ -37,7 +38,7 @@ use serde_json::{Value, json};
 /// Every mode `validate` accepts.
 const MODES: &[&str] = &[
     "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
-    "running", "invalid", "v1only",
+    "running", "invalid", "v1only", "daemon",
 ];
 
 /// `alloc` allocates this many MiB unless `mib` says otherwise: more than a guest should be
@@ -77,8 +78,10 @@ impl Task for Probe {
     type Params = Params;
 
     fn describe() -> Metadata {
-        Metadata::new("probe", env!("CARGO_PKG_VERSION"))
-            .idempotent(true)
+        // Built as package `probe_daemon`, the same source is a non-idempotent task of that name.
+        let daemon = env!("CARGO_PKG_NAME") == "probe_daemon";
+        Metadata::new(if daemon { "probe_daemon" } else { "probe" }, env!("CARGO_PKG_VERSION"))
+            .idempotent(!daemon)
             .default_interval_seconds(60)
             .params_doc(
                 "mode: ok | fail | error | trap | loop | alloc (mib) | sleep (secs, timeout_ms) | \
@@ -151,6 +154,21 @@ impl Task for Probe {
             "running" => {
                 let pid = params.pid.ok_or("running: missing \"pid\"")?;
                 Ok(Outcome::running(pid, json!({})))
+            }
+            "daemon" => {
+                // Starts `sleep <secs>` detached from the worker agent and reports its pid.
+                let secs = params.secs.map(|v| v.to_string()).unwrap_or_else(|| "300".into());
+                let script = format!(
+                    "nohup sleep {} >/dev/null 2>&1 </dev/null & echo $!",
+                    quarry_sdk::shell::quote(secs.trim_matches('"'))
+                );
+                match Command::shell(script).run() {
+                    Ok(out) => match out.stdout.trim().parse::<u32>() {
+                        Ok(pid) => Ok(Outcome::running(pid, json!({"launched": "sleep"}))),
+                        Err(_) => Ok(Outcome::failed(format!("no pid in {:?}", out.stdout))),
+                    },
+                    Err(e) => Err(format!("launch failed: {e:?}")),
+                }
             }
             // `invalid` never gets here: the SDK validates before every run.
             other => Err(format!("unknown mode {other:?}")),

@@ -1,0 +1,111 @@
+//! Non-idempotent tasks: the PID gate (skip while the daemon lives, relaunch when it died or
+//! its launch failed, a reused pid is not the daemon), against a real rocklet.
+
+use std::path::Path;
+use std::time::Duration;
+
+use quarry_host::report::{TickOutcome, WorkerOutcome};
+use quarry_host::run::{START_TIME_KEY, run_tick};
+use quarry_host::workers::{self, Limits, WorkerAddr};
+use serde_json::json;
+
+use crate::harness::*;
+use crate::support::rocklet::RockletProcess;
+
+fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("probe_daemon_status.json")).unwrap())
+        .unwrap()
+}
+
+fn kill(pid: u64) {
+    // SAFETY: plain kill(2) on a pid this test's task launched.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
+    let tmp = TempDir::new("daemons");
+    let rocklet = RockletProcess::start();
+    let rt = runtime(64, Duration::from_secs(20));
+    let set = load(&rt, plugins_dir(&["probe_daemon"]).path()).await;
+    assert!(!set.get("probe_daemon").unwrap().meta().idempotent);
+    let w = workers::connect(
+        &[WorkerAddr::parse(&rocklet.addr, 22555).unwrap()],
+        Limits::default(),
+    );
+    let s = settings(tmp.str(), None, 30);
+    let t = task(&set, "probe_daemon", json!({"mode": "daemon", "secs": 300}));
+    let tick = || async {
+        within("a daemon tick", 60, run_tick(&rt, &t, &w, &s))
+            .await
+            .0
+    };
+    let mut launched = Vec::new();
+
+    // First tick launches.
+    let r = tick().await;
+    assert_eq!(
+        (r.outcome, r.started_count),
+        (TickOutcome::Success, 1),
+        "{}",
+        r.to_json()
+    );
+    let st = status(tmp.path());
+    assert_eq!(st["status"], "running");
+    let pid = st["pid"].as_u64().unwrap();
+    launched.push(pid);
+    assert!(st["extra"][START_TIME_KEY].as_u64().is_some(), "{st}");
+
+    // While it lives: skipped, and the status file is left alone.
+    let r = tick().await;
+    assert_eq!(r.outcome, TickOutcome::Skipped, "{}", r.to_json());
+    assert_eq!((r.success_count, r.skipped_count), (1, 1));
+    assert_eq!(status(tmp.path())["pid"], pid);
+
+    // It dies: the next tick relaunches.
+    kill(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    let pid2 = status(tmp.path())["pid"].as_u64().unwrap();
+    assert_ne!(pid2, pid);
+    launched.push(pid2);
+
+    // A pid that is alive but is not our daemon (start time differs): relaunch.
+    let mut st = status(tmp.path());
+    st["pid"] = json!(rocklet.pid());
+    std::fs::write(tmp.path().join("probe_daemon_status.json"), st.to_string()).unwrap();
+    let r = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    launched.push(status(tmp.path())["pid"].as_u64().unwrap());
+
+    // A failed launch (ROCK's sticky `failed` with a null pid) is retried, not skipped forever.
+    std::fs::write(
+        tmp.path().join("probe_daemon_status.json"),
+        json!({"task_name": "probe_daemon", "worker_ip": "127.0.0.1", "pid": null, "status": "failed",
+               "last_run": "2026-01-01T00:00:00.000000", "error": "launch failed", "extra": {}}).to_string(),
+    )
+    .unwrap();
+    let r = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    launched.push(status(tmp.path())["pid"].as_u64().unwrap());
+
+    for pid in launched {
+        kill(pid);
+    }
+}
