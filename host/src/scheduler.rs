@@ -164,8 +164,10 @@ pub struct Scheduler {
     plugins: watch::Receiver<Arc<PluginSet>>,
     env: watch::Sender<Arc<TickEnv>>,
     loops: std::collections::BTreeMap<String, TaskLoop>,
-    /// Loops told to stop; they finish the tick in flight first.
+    /// Loops told to stop (each finishes its tick in flight, then the task is uninstalled).
     retired: Vec<tokio::task::JoinHandle<()>>,
+    /// Uninstalls under way, by task: a new loop of the same task waits for it.
+    uninstalling: std::collections::BTreeMap<String, watch::Receiver<bool>>,
     reports: broadcast::Sender<Arc<RunReport>>,
 }
 
@@ -186,6 +188,7 @@ impl Scheduler {
             env,
             loops: Default::default(),
             retired: Vec::new(),
+            uninstalling: Default::default(),
             reports,
         };
         scheduler.apply(tasks);
@@ -210,7 +213,18 @@ impl Scheduler {
                 other => {
                     if let Some(old) = self.loops.remove(&name) {
                         let _ = old.stop.send(true);
-                        self.retired.push(old.handle);
+                        // After its tick in flight, take the task off the workers (daemon
+                        // stopped, status file removed); a changed task restarts after that.
+                        let env = self.env.borrow().clone();
+                        let task = name.clone();
+                        let (done_tx, done_rx) = watch::channel(false);
+                        let cleanup = tokio::spawn(async move {
+                            let _ = old.handle.await;
+                            crate::run::uninstall(&task, &env.workers, &env.settings).await;
+                            let _ = done_tx.send(true);
+                        });
+                        self.retired.push(cleanup);
+                        self.uninstalling.insert(name.clone(), done_rx);
                     }
                     if other.is_some() {
                         summary.changed.push(name);
@@ -235,17 +249,25 @@ impl Scheduler {
                 "task scheduled"
             );
             let (stop, stop_rx) = watch::channel(false);
-            let handle = tokio::spawn(task_loop(
+            let after = self.uninstalling.remove(&name);
+            let run = task_loop(
                 self.rt.clone(),
                 spec.clone(),
                 self.plugins.clone(),
                 self.env.subscribe(),
                 self.reports.clone(),
                 stop_rx,
-            ));
+            );
+            let handle = tokio::spawn(async move {
+                if let Some(mut done) = after {
+                    let _ = done.wait_for(|d| *d).await;
+                }
+                run.await
+            });
             self.loops.insert(name, TaskLoop { spec, stop, handle });
         }
         self.retired.retain(|h| !h.is_finished());
+        self.uninstalling.retain(|_, done| !*done.borrow());
         summary
     }
 

@@ -109,3 +109,83 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
         kill(pid);
     }
 }
+
+fn alive(pid: u64) -> bool {
+    // Gone, or a zombie waiting to be reaped, counts as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
+    let tmp = TempDir::new("uninstall");
+    let rocklet = RockletProcess::start();
+    let plugins = plugins_dir(&["probe_daemon", "probe"]);
+    let file = tmp.path().join("quarry.yml");
+    let cfg = |tasks: &str| {
+        format!(
+            "scheduler:\n  enabled: true\n  tasks:\n{tasks}quarry:\n  plugins_dir: {}\n  workers: [\"{}\"]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 20\n  cache_dir: none\n",
+            plugins.str(),
+            rocklet.addr,
+            tmp.str(),
+            tmp.str()
+        )
+    };
+    let daemon = "    - task_class: probe_daemon\n      interval_seconds: 1\n      params: {mode: daemon, secs: 300}\n";
+    let probe = "    - task_class: probe\n      interval_seconds: 1\n      params: {mode: ok}\n";
+    std::fs::write(&file, cfg(&format!("{daemon}{probe}"))).unwrap();
+    let mut server = within(
+        "server start",
+        60,
+        quarry_host::scheduler::Server::start(&file),
+    )
+    .await
+    .unwrap();
+    let status_file = tmp.path().join("status/probe_daemon_status.json");
+    let pid = within("the daemon's launch", 30, async {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&status_file)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(pid) = v["pid"].as_u64()
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(alive(pid));
+
+    std::fs::write(&file, cfg(probe)).unwrap();
+    let summary = server.reload().await.unwrap();
+    assert_eq!(summary.removed, vec!["probe_daemon".to_string()]);
+    let report_file = tmp
+        .path()
+        .join("reports/probe_daemon_uninstall_report.json");
+    within("the uninstall report", 30, async {
+        while !report_file.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    let r = &report["worker_results"][0];
+    assert_eq!(
+        (r["stopped_pid"].as_u64(), r["status_removed"].as_bool()),
+        (Some(pid), Some(true)),
+        "{report}"
+    );
+    within("the daemon's death", 10, async {
+        while alive(pid) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(!status_file.exists());
+    within("shutdown", 30, server.shutdown()).await;
+}
