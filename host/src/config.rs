@@ -35,6 +35,9 @@ pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 60;
 pub const MAX_CALL_TIMEOUT_SECS: u64 = 70;
 /// Linear memory per run. Python and JavaScript guests need tens of MiB.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 256;
+/// Lifetime of Ray's worker list when the config gives none. ROCK's default was an hour, so
+/// new workers waited up to an hour and dead ones failed for an hour.
+pub const DEFAULT_WORKER_CACHE_TTL_SECS: u64 = 60;
 /// ROCK's default interval for a task entry.
 pub const ROCK_DEFAULT_INTERVAL_SECS: u64 = 3600;
 
@@ -97,6 +100,10 @@ pub struct RawQuarry {
     pub workers: Option<Vec<String>>,
     /// Port for workers given without one.
     pub rocklet_port: Option<u16>,
+    /// A file listing worker addresses, one per line; re-read when it changes.
+    pub workers_file: Option<PathBuf>,
+    /// Ray dashboard URL; its alive nodes with CPUs become workers.
+    pub ray_dashboard: Option<String>,
     /// Status directory on the workers.
     pub status_dir: Option<String>,
     /// Directory for run reports on this host.
@@ -124,8 +131,14 @@ pub struct Config {
     pub tasks: Vec<TaskConfig>,
     /// Plugins directory.
     pub plugins_dir: PathBuf,
-    /// Workers.
+    /// Workers listed in the config.
     pub workers: Vec<WorkerAddr>,
+    /// Workers file, if any.
+    pub workers_file: Option<PathBuf>,
+    /// Ray dashboard URL, if any.
+    pub ray_dashboard: Option<String>,
+    /// Port for workers given without one.
+    pub rocklet_port: u16,
     /// Status directory on the workers.
     pub status_dir: String,
     /// Run report directory on this host.
@@ -296,9 +309,16 @@ impl Config {
             bad("quarry.rocklet_port".into(), "must be 1-65535".into());
         }
         let mut workers = Vec::new();
+        let discovered = q.workers_file.is_some() || q.ray_dashboard.is_some();
         for (i, w) in q
             .workers
-            .unwrap_or_else(|| vec!["local".to_string()])
+            .unwrap_or_else(|| {
+                if discovered {
+                    Vec::new()
+                } else {
+                    vec!["local".to_string()]
+                }
+            })
             .iter()
             .enumerate()
         {
@@ -361,7 +381,23 @@ impl Config {
                 format!("{mem} is out of range (16-4096)"),
             );
         }
-        let ttl = sched.worker_cache_ttl.unwrap_or(ROCK_DEFAULT_INTERVAL_SECS);
+        let ttl = sched
+            .worker_cache_ttl
+            .unwrap_or(DEFAULT_WORKER_CACHE_TTL_SECS);
+        if ttl == 0 {
+            bad(
+                "scheduler.worker_cache_ttl".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(url) = &q.ray_dashboard
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "quarry.ray_dashboard".into(),
+                format!("{url:?} must be an http:// or https:// URL of Ray's dashboard"),
+            );
+        }
         let cache_dir = match q.cache_dir {
             Some(p) if p.as_os_str() == "none" => None,
             Some(p) => Some(base.join(p)),
@@ -377,6 +413,9 @@ impl Config {
             tasks,
             plugins_dir,
             workers,
+            workers_file: q.workers_file.map(|p| base.join(p)),
+            ray_dashboard: q.ray_dashboard,
+            rocklet_port: port,
             status_dir,
             report_dir,
             concurrency,

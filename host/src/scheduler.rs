@@ -131,10 +131,24 @@ pub fn run_settings(cfg: &Config) -> RunSettings {
 /// config reload; ticks in flight keep the `Arc` they started with.
 #[derive(Debug)]
 pub struct TickEnv {
-    /// The workers.
-    pub workers: Arc<Vec<Worker>>,
+    /// The workers, as discovery currently sees them.
+    pub workers: watch::Receiver<Arc<Vec<Worker>>>,
+    /// Asks discovery for an early refresh (after a tick found a worker unreachable).
+    pub refresh: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     /// Status dir, budgets, concurrency, report dir.
     pub settings: RunSettings,
+}
+
+impl TickEnv {
+    /// A fixed worker list.
+    pub fn fixed(workers: Arc<Vec<Worker>>, settings: RunSettings) -> TickEnv {
+        let (_tx, rx) = watch::channel(workers);
+        TickEnv {
+            workers: rx,
+            refresh: None,
+            settings,
+        }
+    }
 }
 
 /// One running interval loop.
@@ -180,8 +194,18 @@ impl Scheduler {
         workers: Arc<Vec<Worker>>,
         settings: RunSettings,
     ) -> Scheduler {
+        Self::start_with(rt, tasks, plugins, TickEnv::fixed(workers, settings))
+    }
+
+    /// Starts one loop per task, with workers from discovery.
+    pub fn start_with(
+        rt: Arc<Runtime>,
+        tasks: Vec<ScheduledTask>,
+        plugins: watch::Receiver<Arc<PluginSet>>,
+        env: TickEnv,
+    ) -> Scheduler {
         let (reports, _) = broadcast::channel(REPORT_CHANNEL_CAPACITY);
-        let (env, _) = watch::channel(Arc::new(TickEnv { workers, settings }));
+        let (env, _) = watch::channel(Arc::new(env));
         let mut scheduler = Scheduler {
             rt,
             plugins,
@@ -220,7 +244,8 @@ impl Scheduler {
                         let (done_tx, done_rx) = watch::channel(false);
                         let cleanup = tokio::spawn(async move {
                             let _ = old.handle.await;
-                            crate::run::uninstall(&task, &env.workers, &env.settings).await;
+                            let workers = env.workers.borrow().clone();
+                            crate::run::uninstall(&task, &workers, &env.settings).await;
                             let _ = done_tx.send(true);
                         });
                         self.retired.push(cleanup);
@@ -245,7 +270,7 @@ impl Scheduler {
             tracing::info!(
                 task = %name,
                 interval_s = spec.interval.as_secs(),
-                workers = self.env.borrow().workers.len(),
+                workers = self.env.borrow().workers.borrow().len(),
                 "task scheduled"
             );
             let (stop, stop_rx) = watch::channel(false);
@@ -272,9 +297,8 @@ impl Scheduler {
     }
 
     /// Replaces the workers and settings; the next tick of every task uses them.
-    pub fn set_env(&self, workers: Arc<Vec<Worker>>, settings: RunSettings) {
-        self.env
-            .send_replace(Arc::new(TickEnv { workers, settings }));
+    pub fn set_env(&self, env: TickEnv) {
+        self.env.send_replace(Arc::new(env));
     }
 
     /// Names of the scheduled tasks.
@@ -337,7 +361,15 @@ async fn task_loop(
                     params: task.params.clone(),
                 };
                 let env = env.borrow().clone();
-                let (report, _) = run_tick(&rt, &run, &env.workers, &env.settings).await;
+                let workers = env.workers.borrow().clone();
+                let (report, _) = run_tick(&rt, &run, &workers, &env.settings).await;
+                let unreachable = report
+                    .worker_results
+                    .iter()
+                    .any(|r| r.error_type.as_deref() == Some("ConnectionError"));
+                if unreachable && let Some(refresh) = &env.refresh {
+                    let _ = refresh.send(());
+                }
                 let _ = reports.send(Arc::new(report));
             }
             None if !missing_logged => {
@@ -373,7 +405,30 @@ pub struct Server {
     cfg: Config,
     rt: Arc<Runtime>,
     watcher: PluginWatcher,
+    discovery: workers::discovery::DiscoveryHandle,
     scheduler: Scheduler,
+}
+
+/// Where a config says workers come from.
+fn sources(cfg: &Config) -> workers::discovery::Sources {
+    workers::discovery::Sources {
+        fixed: cfg.workers.clone(),
+        file: cfg.workers_file.clone(),
+        ray_dashboard: cfg.ray_dashboard.clone(),
+        port: cfg.rocklet_port,
+        ttl: cfg.worker_cache_ttl,
+    }
+}
+
+async fn discover(cfg: &Config) -> (workers::discovery::DiscoveryHandle, TickEnv) {
+    let d =
+        workers::discovery::DiscoveryHandle::start(sources(cfg), workers::Limits::default()).await;
+    let env = TickEnv {
+        workers: d.subscribe(),
+        refresh: Some(d.refresher()),
+        settings: run_settings(cfg),
+    };
+    (d, env)
 }
 
 impl Server {
@@ -397,26 +452,21 @@ impl Server {
             params_checks(&cfg),
         )
         .with_context(|| format!("watching {}", cfg.plugins_dir.display()))?;
-        let workers = Arc::new(workers::connect(&cfg.workers, workers::Limits::default()));
+        let (discovery, env) = discover(&cfg).await;
         tracing::info!(
             tasks = tasks.len(),
-            workers = workers.len(),
+            workers = env.workers.borrow().len(),
             reports = %cfg.report_dir.display(),
             status_dir = %cfg.status_dir,
             "quarry serving"
         );
-        let scheduler = Scheduler::start(
-            rt.clone(),
-            tasks,
-            watcher.subscribe(),
-            workers,
-            run_settings(&cfg),
-        );
+        let scheduler = Scheduler::start_with(rt.clone(), tasks, watcher.subscribe(), env);
         Ok(Server {
             config_path: config_path.to_path_buf(),
             cfg,
             rt,
             watcher,
+            discovery,
             scheduler,
         })
     }
@@ -453,8 +503,17 @@ impl Server {
             }
         }
         self.watcher.set_checks(params_checks(&cfg));
-        let workers = Arc::new(workers::connect(&cfg.workers, workers::Limits::default()));
-        self.scheduler.set_env(workers, run_settings(&cfg));
+        if sources(&cfg) != sources(&self.cfg) {
+            let (discovery, env) = discover(&cfg).await;
+            self.discovery = discovery;
+            self.scheduler.set_env(env);
+        } else {
+            self.scheduler.set_env(TickEnv {
+                workers: self.discovery.subscribe(),
+                refresh: Some(self.discovery.refresher()),
+                settings: run_settings(&cfg),
+            });
+        }
         let summary = self.scheduler.apply(tasks);
         tracing::info!(
             added = ?summary.added,

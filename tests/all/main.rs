@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod config_reload;
 mod daemons;
+mod discovery;
 mod e2e;
 mod harness;
 mod languages;

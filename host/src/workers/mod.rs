@@ -10,6 +10,7 @@
 //! Errors are [`WorkerError`] kinds the guest sees as typed variants; every message names the
 //! worker and the thing that failed.
 
+pub mod discovery;
 pub mod local;
 pub mod rocklet;
 
