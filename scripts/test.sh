@@ -13,5 +13,13 @@ source scripts/test-dockerd.sh
 # Debian and crates.io, installed on first use into ~/.cache/quarry/toolchains).
 bash scripts/build-examples.sh target/examples-wasm
 export QUARRY_TEST_EXAMPLES_DIR=$PWD/target/examples-wasm
+# A real Ray (PyPI ray[default]) for the worker-discovery tests, installed once per machine;
+# the tests start a head and a worker node on loopback addresses and stop them by pid.
+RAY_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/quarry/ray-venv
+if ! "$RAY_VENV/bin/ray" --version 2>/dev/null | grep -q "2.60.0"; then
+    python3 -m venv "$RAY_VENV"
+    "$RAY_VENV/bin/pip" install --quiet --disable-pip-version-check 'ray[default]==2.60.0'
+fi
+export QUARRY_TEST_RAY_BIN=$RAY_VENV/bin/ray
 cargo test --workspace --locked
 cargo test --manifest-path plugins/Cargo.toml --locked
