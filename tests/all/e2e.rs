@@ -451,37 +451,6 @@ async fn a_guest_past_the_memory_limit_fails_cleanly() {
     assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
 }
 
-/// The busybox image scripts/test-dockerd.sh imported into the private daemon it started.
-fn docker_image() -> String {
-    std::env::var("QUARRY_TEST_DOCKER_IMAGE").unwrap_or_else(|_| {
-        panic!("no test Docker daemon: run scripts/test.sh, which starts one and sets DOCKER_HOST")
-    })
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Removes a container when dropped.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cleanup_protects_the_directories_of_running_containers_on_real_docker() {
     let image = docker_image();

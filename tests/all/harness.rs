@@ -138,3 +138,35 @@ pub fn key_order(json: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     v.as_object().unwrap().keys().cloned().collect()
 }
+
+/// The busybox image scripts/test-dockerd.sh imported into the private daemon it started.
+pub fn docker_image() -> String {
+    std::env::var("QUARRY_TEST_DOCKER_IMAGE").unwrap_or_else(|_| {
+        panic!("no test Docker daemon: run scripts/test.sh, which starts one and sets DOCKER_HOST")
+    })
+}
+
+/// Runs the docker CLI (against the test daemon's `DOCKER_HOST`); panics unless it succeeds.
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes a container when dropped.
+pub struct Container(pub String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}

@@ -6,6 +6,7 @@ mod config;
 mod config_reload;
 mod daemons;
 mod discovery;
+mod docker_tasks;
 mod e2e;
 mod harness;
 mod languages;

@@ -1,0 +1,527 @@
+//! The whole [`crate::cleanup`] against a fake [`crate::Worker`] that models a Docker daemon:
+//! containers with a state and times, `docker ps` filters, `docker container inspect` and
+//! `docker rm -v` answering as the real CLI does (stdout per success, one stderr line per
+//! failure, exit 1 if any failed), plus a clock that advances with every call.
+
+use std::time::Duration;
+
+use quarry_sdk::Status;
+use quarry_sdk::host::{Error, LogLevel, Output};
+use serde_json::{Value, json};
+
+use crate::docker::{INSPECT_FORMAT, ZERO_TIME};
+use crate::params::{Config, Params};
+use crate::{Worker, cleanup};
+
+/// The worker's clock: 2026-11-23T12:00:00Z.
+const NOW_SECS: i64 = 1_795_435_200;
+
+fn id(n: usize) -> String {
+    format!("{n:064x}")
+}
+
+/// `secs` seconds before NOW, RFC 3339 with nanoseconds as docker prints it.
+fn ago(secs: i64) -> String {
+    let t = NOW_SECS - secs;
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{t}"),
+            "+%Y-%m-%dT%H:%M:%S.123456789Z",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[derive(Clone, Debug)]
+struct FakeContainer {
+    id: String,
+    status: &'static str,
+    finished: String,
+    created: String,
+    labels: Vec<&'static str>,
+    /// `docker rm` answers with this stderr line instead of removing it.
+    rm_error: Option<&'static str>,
+    /// Started between `docker ps` and `docker container inspect`.
+    starts_before_inspect: bool,
+    /// Started between inspect and `docker rm`.
+    starts_before_rm: bool,
+    /// Removed by someone else between `docker ps` and inspect.
+    vanishes_before_inspect: bool,
+}
+
+fn container(n: usize, status: &'static str, finished: String, created: String) -> FakeContainer {
+    FakeContainer {
+        id: id(n),
+        status,
+        finished,
+        created,
+        labels: vec![],
+        rm_error: None,
+        starts_before_inspect: false,
+        starts_before_rm: false,
+        vanishes_before_inspect: false,
+    }
+}
+
+fn exited(n: usize, finished_secs_ago: i64) -> FakeContainer {
+    container(
+        n,
+        "exited",
+        ago(finished_secs_ago),
+        ago(finished_secs_ago + 60),
+    )
+}
+
+fn created(n: usize, created_secs_ago: i64) -> FakeContainer {
+    container(n, "created", ZERO_TIME.into(), ago(created_secs_ago))
+}
+
+fn running(n: usize) -> FakeContainer {
+    container(n, "running", ZERO_TIME.into(), ago(100 * 86_400))
+}
+
+fn output(exit_code: i32, stdout: String, stderr: String) -> Output {
+    Output {
+        stdout,
+        stderr,
+        exit_code,
+    }
+}
+
+struct FakeWorker {
+    containers: Vec<FakeContainer>,
+    /// `docker ps` answers with this instead.
+    ps_answer: Option<Result<Output, Error>>,
+    /// `docker rm` answers with this instead.
+    rm_answer: Option<Result<Output, Error>>,
+    /// `date` answers with this instead.
+    date_answer: Option<Result<Output, Error>>,
+    clock: Duration,
+    /// Added to the clock by every call.
+    call_cost: Duration,
+    calls: Vec<Vec<String>>,
+    logs: Vec<(LogLevel, String)>,
+}
+
+impl FakeWorker {
+    fn new(containers: Vec<FakeContainer>) -> Self {
+        FakeWorker {
+            containers,
+            ps_answer: None,
+            rm_answer: None,
+            date_answer: None,
+            clock: Duration::ZERO,
+            call_cost: Duration::from_millis(50),
+            calls: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.containers.iter().map(|c| c.id.clone()).collect()
+    }
+
+    fn count(&self, sub: &str) -> usize {
+        self.calls
+            .iter()
+            .filter(|c| c.get(1).map(String::as_str) == Some(sub))
+            .count()
+    }
+
+    fn ps(&self, argv: &[String]) -> Output {
+        let mut status = None;
+        let mut label = None;
+        for pair in argv[4..].chunks(2) {
+            assert_eq!(pair[0], "--filter");
+            match pair[1].split_once('=') {
+                Some(("status", s)) => status = Some(s.to_string()),
+                Some(("label", l)) => label = Some(l.to_string()),
+                other => panic!("unexpected filter {other:?}"),
+            }
+        }
+        let status = status.expect("a status filter");
+        let ids: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|c| c.status == status)
+            .filter(|c| {
+                label
+                    .as_ref()
+                    .is_none_or(|l| c.labels.contains(&l.as_str()))
+            })
+            .map(|c| c.id.as_str())
+            .collect();
+        output(0, lines(&ids), String::new())
+    }
+
+    fn inspect(&mut self, ids: &[String]) -> Output {
+        for c in &mut self.containers {
+            if c.starts_before_inspect {
+                c.status = "running";
+            }
+        }
+        self.containers.retain(|c| !c.vanishes_before_inspect);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for id in ids {
+            match self.containers.iter().find(|c| &c.id == id) {
+                Some(c) => out.push(format!(
+                    "{} {} {} {}",
+                    c.id, c.status, c.finished, c.created
+                )),
+                None => err.push(format!("Error: No such container: {id}")),
+            }
+        }
+        output(i32::from(!err.is_empty()), lines(&out), lines(&err))
+    }
+
+    fn rm(&mut self, ids: &[String]) -> Output {
+        for c in &mut self.containers {
+            if c.starts_before_rm {
+                c.status = "running";
+            }
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for id in ids {
+            let Some(pos) = self.containers.iter().position(|c| &c.id == id) else {
+                err.push(format!(
+                    "Error response from daemon: No such container: {id}"
+                ));
+                continue;
+            };
+            let c = &self.containers[pos];
+            if let Some(e) = c.rm_error {
+                err.push(format!("Error response from daemon: {e} {id}"));
+            } else if c.status == "running" {
+                err.push(format!(
+                    "Error response from daemon: You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
+                ));
+            } else {
+                self.containers.remove(pos);
+                out.push(id.clone());
+            }
+        }
+        output(i32::from(!err.is_empty()), lines(&out), lines(&err))
+    }
+}
+
+fn lines<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|s| format!("{}\n", s.as_ref())).collect()
+}
+
+impl Worker for FakeWorker {
+    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
+        assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(30));
+        self.calls.push(argv.to_vec());
+        self.clock += self.call_cost;
+        match (argv[0].as_str(), argv.get(1).map(String::as_str)) {
+            ("date", _) => {
+                assert_eq!(argv, ["date", "-u", "+%s"]);
+                self.date_answer
+                    .clone()
+                    .unwrap_or_else(|| Ok(output(0, format!("{NOW_SECS}\n"), String::new())))
+            }
+            ("docker", Some("ps")) => {
+                assert_eq!(argv[..4], ["docker", "ps", "-aq", "--no-trunc"]);
+                match &self.ps_answer {
+                    Some(a) => a.clone(),
+                    None => Ok(self.ps(argv)),
+                }
+            }
+            ("docker", Some("container")) => {
+                assert_eq!(
+                    argv[..5],
+                    ["docker", "container", "inspect", "--format", INSPECT_FORMAT]
+                );
+                Ok(self.inspect(&argv[5..]))
+            }
+            ("docker", Some("rm")) => {
+                assert_eq!(argv[..3], ["docker", "rm", "-v"]);
+                match &self.rm_answer {
+                    Some(a) => a.clone(),
+                    None => Ok(self.rm(&argv[3..])),
+                }
+            }
+            _ => panic!("unexpected command {argv:?}"),
+        }
+    }
+
+    fn elapsed(&mut self) -> Duration {
+        self.clock
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        self.logs.push((level, message.to_string()));
+    }
+}
+
+fn config(params: Value) -> Config {
+    let params: Params = serde_json::from_value(params).unwrap();
+    Config::from_params(&params).unwrap()
+}
+
+fn run(w: &mut FakeWorker, params: Value) -> (Status, Value) {
+    let o = cleanup(w, &config(params));
+    (o.status, Value::Object(o.detail))
+}
+
+#[test]
+fn removes_old_exited_and_stale_created_and_keeps_the_rest() {
+    let mut w = FakeWorker::new(vec![
+        exited(1, 2 * 86_400),                                     // old: removed
+        exited(2, 3600),                                           // young: kept
+        created(3, 2 * 3600),                                      // stale created: removed
+        created(4, 30), // just created, maybe about to start: kept
+        running(5),     // never listed
+        container(6, "exited", ZERO_TIME.into(), ago(5 * 86_400)), // no finish time: kept
+        container(7, "exited", "garbage".into(), ago(5 * 86_400)), // unparsable: kept
+        exited(8, 3 * 86_400), // oldest: removed first
+    ]);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(
+        d,
+        json!({
+            "status": "success",
+            "max_age_hours": 24,
+            "created_max_age_hours": 1,
+            "listed": {"exited": 5, "created": 2},
+            "worker_time": NOW_SECS,
+            "removed": [id(8), id(1), id(3)],
+            "removed_count": 3,
+            "removed_by_state": {"exited": 2, "created": 1},
+            "kept_count": 4,
+            "kept_by_reason": {"young": 2, "no_time": 2},
+            "gone_count": 0,
+            "deferred_count": 0,
+            "incomplete": false,
+            "errors": [],
+            "error_count": 0,
+        })
+    );
+    assert_eq!(w.ids(), [id(2), id(4), id(5), id(6), id(7)]);
+    assert_eq!(w.count("rm"), 1, "one chunk");
+    assert!(
+        w.logs
+            .iter()
+            .any(|(_, m)| m.contains("removed 3 containers, kept 4"))
+    );
+}
+
+#[test]
+fn created_containers_have_their_own_cutoff() {
+    let mut w = FakeWorker::new(vec![created(1, 600), created(2, 7200), exited(3, 600)]);
+    // created_max_age_hours 0: every created container goes, exited ones keep their 24 h.
+    let (status, d) = run(&mut w, json!({"created_max_age_hours": 0}));
+    assert_eq!(status, Status::Success);
+    assert_eq!(d["removed"], json!([id(2), id(1)]));
+    assert_eq!(w.ids(), [id(3)]);
+    // Fractions: 0.1 h = 360 s.
+    let mut w = FakeWorker::new(vec![exited(1, 300), exited(2, 400)]);
+    let (_, d) = run(&mut w, json!({"max_age_hours": 0.1}));
+    assert_eq!(d["removed"], json!([id(2)]));
+}
+
+#[test]
+fn nothing_listed_means_no_further_calls() {
+    let mut w = FakeWorker::new(vec![running(1)]);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success);
+    assert_eq!(d["removed_count"], 0);
+    assert_eq!(d["listed"], json!({"exited": 0, "created": 0}));
+    assert_eq!(
+        w.calls.len(),
+        2,
+        "two docker ps, nothing else: {:?}",
+        w.calls
+    );
+}
+
+#[test]
+fn the_label_filter_reaches_docker_ps_as_one_argument() {
+    let mut labelled = exited(1, 5 * 86_400);
+    labelled.labels = vec!["team=a b; $(id)"];
+    let mut w = FakeWorker::new(vec![labelled, exited(2, 5 * 86_400)]);
+    let (status, d) = run(&mut w, json!({"label": "team=a b; $(id)"}));
+    assert_eq!(status, Status::Success);
+    assert_eq!(d["label"], "team=a b; $(id)");
+    assert_eq!(d["removed"], json!([id(1)]));
+    assert_eq!(w.ids(), [id(2)]);
+    assert!(
+        w.calls[0].ends_with(&["--filter".into(), "label=team=a b; $(id)".into()]),
+        "{:?}",
+        w.calls[0]
+    );
+}
+
+#[test]
+fn state_changes_between_calls_are_not_errors() {
+    let mut starts_early = created(1, 5 * 3600);
+    starts_early.starts_before_inspect = true;
+    let mut starts_late = created(2, 5 * 3600);
+    starts_late.starts_before_rm = true;
+    let mut vanishes = exited(3, 5 * 86_400);
+    vanishes.vanishes_before_inspect = true;
+    let mut w = FakeWorker::new(vec![
+        starts_early,
+        starts_late,
+        vanishes,
+        exited(4, 5 * 86_400),
+    ]);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(d["removed"], json!([id(4)]));
+    assert_eq!(d["kept_by_reason"], json!({"state_changed": 2}));
+    assert_eq!(d["gone_count"], 1);
+    assert_eq!(
+        w.ids(),
+        [id(1), id(2)],
+        "the started containers are untouched"
+    );
+}
+
+#[test]
+fn a_failed_removal_fails_the_run_with_every_detail() {
+    let mut busy = exited(1, 5 * 86_400);
+    busy.rm_error =
+        Some("driver \"overlay2\" failed to remove root filesystem: device or resource busy for");
+    let mut w = FakeWorker::new(vec![busy, exited(2, 4 * 86_400)]);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(d["status"], "failed");
+    let error = d["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "container cleanup removed 1 containers but hit 1 error: docker rm -v 000000000000: "
+        ),
+        "{error}"
+    );
+    assert!(error.contains("device or resource busy"), "{error}");
+    assert_eq!(d["removed"], json!([id(2)]));
+    assert_eq!(d["error_count"], 1);
+    assert_eq!(w.ids(), [id(1)]);
+}
+
+#[test]
+fn docker_missing_or_broken_fails_before_anything_is_removed() {
+    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
+    w.ps_answer = Some(Err(Error::NotFound(
+        "program \"docker\" not found on the worker".into(),
+    )));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(
+        d["error"],
+        "docker is not installed on the worker (program \"docker\" not found on the worker)"
+    );
+
+    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
+    w.ps_answer = Some(Ok(output(
+        1,
+        String::new(),
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n".into(),
+    )));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(
+        d["error"],
+        "listing exited containers failed (docker ps exited with 1): Cannot connect to the \
+         Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+    );
+    assert_eq!(w.calls.len(), 1);
+
+    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
+    w.ps_answer = Some(Ok(output(0, "CONTAINER ID\n".into(), String::new())));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .contains("unexpected line in docker ps output")
+    );
+    assert_eq!(w.ids(), [id(1)]);
+}
+
+#[test]
+fn an_unreadable_worker_clock_fails_before_anything_is_removed() {
+    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
+    w.date_answer = Some(Ok(output(0, "%s\n".into(), String::new())));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(
+        d["error"],
+        "could not read the worker's clock (date -u +%s printed \"%s\")"
+    );
+    assert_eq!(w.count("rm"), 0);
+}
+
+#[test]
+fn many_containers_go_in_chunks() {
+    let containers: Vec<_> = (1..=120)
+        .map(|n| exited(n, 5 * 86_400 + n as i64))
+        .collect();
+    let mut w = FakeWorker::new(containers);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success);
+    assert_eq!(d["removed_count"], 120);
+    assert_eq!(
+        d["removed"].as_array().unwrap().len(),
+        100,
+        "the list is capped"
+    );
+    assert_eq!(d["removed"][0], id(120), "oldest first");
+    assert_eq!(w.count("container"), 2, "inspect: 100 + 20");
+    assert_eq!(w.count("rm"), 3, "rm: 50 + 50 + 20");
+    assert!(w.calls.iter().all(|c| c.len() <= 5 + 100));
+    assert!(w.ids().is_empty());
+}
+
+#[test]
+fn no_chunk_starts_after_the_budget() {
+    let containers: Vec<_> = (1..=120)
+        .map(|n| exited(n, 5 * 86_400 + n as i64))
+        .collect();
+    let mut w = FakeWorker::new(containers);
+    // Each call takes 8 s: ps, ps, date (24 s), inspect, inspect (40 s), one rm chunk
+    // (48 s): past the 45 s budget, no further chunk starts.
+    w.call_cost = Duration::from_secs(8);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(d["removed_count"], 50);
+    assert_eq!(d["deferred_count"], 70);
+    assert_eq!(d["incomplete"], true);
+    assert_eq!(w.ids().len(), 70);
+    assert!(
+        w.logs
+            .iter()
+            .any(|(l, m)| *l == LogLevel::Warn && m.contains("70 containers left"))
+    );
+}
+
+#[test]
+fn a_timed_out_rm_is_an_error_and_unreachable_stops_the_run() {
+    let containers: Vec<_> = (1..=60).map(|n| exited(n, 5 * 86_400)).collect();
+    let mut w = FakeWorker::new(containers.clone());
+    w.rm_answer = Some(Err(Error::Timeout(
+        "execute did not answer within 25.0s".into(),
+    )));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(d["error_count"], 2, "both chunks tried: {d:#}");
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .contains("docker rm -v of 50 containers did not finish (timeout: ")
+    );
+
+    let mut w = FakeWorker::new(containers);
+    w.rm_answer = Some(Err(Error::Unreachable("connection refused".into())));
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Failed);
+    assert_eq!(d["error_count"], 1, "no call after unreachable: {d:#}");
+    assert_eq!(w.count("rm"), 1);
+}
