@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # A private Docker daemon for the tests (stopped by PID when this script exits).
 source scripts/test-dockerd.sh
+# A private registry (htpasswd auth, 127.0.0.1, random port) for image_pull's logins.
+source scripts/test-registry.sh
 # The example tasks in Python, JavaScript and C, built from source (toolchains from PyPI, npm,
 # Debian and crates.io, installed on first use into ~/.cache/quarry/toolchains).
 bash scripts/build-examples.sh target/examples-wasm

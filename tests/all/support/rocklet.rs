@@ -37,12 +37,18 @@ impl RockletProcess {
     /// When the rocklet is not installed, exits early or is not ready within 30 s (the message
     /// names its log file).
     pub fn start() -> RockletProcess {
-        Self::spawn(None)
+        Self::spawn(None, "WARNING")
+    }
+
+    /// Like [`RockletProcess::start`], logging as a production rocklet does (level INFO): every
+    /// request with its whole body, every command and its complete output, in [`Self::log`].
+    pub fn start_logging_requests() -> RockletProcess {
+        Self::spawn(None, "INFO")
     }
 
     /// Like [`RockletProcess::start`], with `dir` first on the rocklet's `PATH` (fake tools).
     pub fn start_with_path_prefix(dir: &Path) -> RockletProcess {
-        Self::spawn(Some(dir))
+        Self::spawn(Some(dir), "WARNING")
     }
 
     /// The rocklet's process id.
@@ -58,7 +64,7 @@ impl RockletProcess {
             .unwrap_or_else(|e| panic!("bad rocklet address {:?}: {e}", self.addr))
     }
 
-    fn spawn(path_prefix: Option<&Path>) -> RockletProcess {
+    fn spawn(path_prefix: Option<&Path>, log_level: &str) -> RockletProcess {
         let bin = rocklet_bin();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -75,7 +81,7 @@ impl RockletProcess {
         let mut command = Command::new(&bin);
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .env("ROCK_LOGGING_LEVEL", "WARNING")
+            .env("ROCK_LOGGING_LEVEL", log_level)
             // Logs on stdout (into our log file), not into a directory of their own.
             .env_remove("ROCK_LOGGING_PATH")
             .stdin(Stdio::null())
