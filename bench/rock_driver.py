@@ -43,6 +43,10 @@ def cpu_seconds():
     return ru.ru_utime + ru.ru_stime
 
 
+def sys_seconds():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def proc_status_kib(key):
     with open("/proc/self/status") as f:
         for line in f:
@@ -124,16 +128,19 @@ def main():
           "peak_rss_kib": peak_rss_kib()})
     for i in range(args.ticks):
         c0 = cpu_seconds()
+        s0 = sys_seconds()
         w0 = time.perf_counter()
         report = loop.run_until_complete(task.run(workers, max_concurrency=args.concurrency))
         wall = time.perf_counter() - w0
         cpu = cpu_seconds() - c0
+        sys_cpu = sys_seconds() - s0
         failed = [r for r in report.worker_results if not r.succeeded]
         emit({
             "event": "tick",
             "tick": i,
             "wall_ms": wall * 1000,
             "cpu_ms": cpu * 1000,
+            "sys_ms": sys_cpu * 1000,
             "outcome": report.outcome.value,
             "ok": report.success_count,
             "failed": report.failed_count,

@@ -6,8 +6,10 @@
 #  - scripts/setup.sh: the wasm32-wasip2 target and target/rocklet-venv (the real rocklet);
 #  - target/bench-venv: ROCK's scheduler (PyPI rl-rock 1.11.0 and the exact set of packages in
 #    bench/rock-requirements.txt; Ray is stubbed by bench/rock_driver.py);
+#  - target/bench-componentize-py: componentize-py, for the Python guest of the overhead table;
 #  - the built-in plugins and the bench guest (bench/guests) for wasm32-wasip2, release;
 #  - quarry-bench (the host, release), then `quarry-bench suite`.
+# The installs (network-bound) run in the background while the host builds (CPU-bound).
 #
 # Budget: 15 minutes in all (QUARRY_BENCH_BUDGET_SECS, default 900). The suite skips, and
 # reports as skipped, any scenario that would not fit in what the installs and builds left.
@@ -17,21 +19,70 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 START=$(date +%s)
 BUDGET=${QUARRY_BENCH_BUDGET_SECS:-900}
-say() { echo "[bench $(( $(date +%s) - START ))s] $*" >&2; }
+say() { echo "[bench $(($(date +%s) - START))s] $*" >&2; }
+mkdir -p target/bench-logs
 
-say "setup: wasm target and rocklet venv"
-bash scripts/setup.sh >&2
+# --- installs, in the background ------------------------------------------------------------
 
-VENV=target/bench-venv
+ROCK_VENV=target/bench-venv
 ROCK_CHECK='import sys, types; sys.modules.setdefault("ray", types.ModuleType("ray")); import rock.admin.scheduler.scheduler, rock.admin.scheduler.tasks.file_cleanup_task'
-if ! "$VENV/bin/python" -c "$ROCK_CHECK" >/dev/null 2>&1; then
-    say "installing ROCK's scheduler into $VENV (rl-rock 1.11.0, pinned set)"
-    rm -rf "$VENV"
-    mkdir -p target
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r bench/rock-requirements.txt
-    "$VENV/bin/python" -c "$ROCK_CHECK"
-fi
+install_rock() {
+    if "$ROCK_VENV/bin/python" -c "$ROCK_CHECK" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing ROCK's scheduler into $ROCK_VENV (rl-rock 1.11.0, pinned set)"
+    rm -rf "$ROCK_VENV"
+    python3 -m venv "$ROCK_VENV"
+    "$ROCK_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r bench/rock-requirements.txt
+    "$ROCK_VENV/bin/python" -c "$ROCK_CHECK"
+}
+
+# componentize-py as scripts/build-examples.sh pins it (same version, same world).
+CPY_VENV=target/bench-componentize-py
+CPY_VERSION=$(sed -n 's/^COMPONENTIZE_PY_VERSION=//p' scripts/build-examples.sh 2>/dev/null | head -1)
+CPY_VERSION=${CPY_VERSION:-0.25.1}
+PY_WORLD=$(sed -n 's/^WORLD=//p' scripts/build-examples.sh 2>/dev/null | head -1)
+PY_WORLD=${PY_WORLD:-task-plugin}
+install_componentize_py() {
+    if [[ $("$CPY_VENV/bin/componentize-py" --version 2>/dev/null) == "componentize-py $CPY_VERSION" ]]; then
+        return 0
+    fi
+    rm -rf "$CPY_VENV"
+    python3 -m venv "$CPY_VENV"
+    "$CPY_VENV/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$CPY_VERSION"
+}
+
+say "installing in the background: wasm target and rocklet (scripts/setup.sh), ROCK's scheduler, componentize-py"
+(bash scripts/setup.sh) >target/bench-logs/setup.log 2>&1 &
+SETUP_PID=$!
+(set -e; install_rock) >target/bench-logs/rock-venv.log 2>&1 &
+ROCK_PID=$!
+(set -e; install_componentize_py) >target/bench-logs/componentize-py.log 2>&1 &
+CPY_PID=$!
+
+# --- the host, in release -------------------------------------------------------------------
+
+say "building quarry-bench (release; a first build compiles wasmtime and takes minutes)"
+BUILD_START=$(date +%s)
+cargo build --release --locked -p quarry-bench
+BUILD_SECS=$(($(date +%s) - BUILD_START))
+
+wait_for() { # pid name log
+    if ! wait "$1"; then
+        echo "bench: $2 failed; its log ($3):" >&2
+        tail -30 "$3" >&2
+        exit 1
+    fi
+}
+wait_for $SETUP_PID "scripts/setup.sh" target/bench-logs/setup.log
+wait_for $ROCK_PID "installing ROCK's scheduler" target/bench-logs/rock-venv.log
+CPY_OK=1
+wait "$CPY_PID" || {
+    CPY_OK=0
+    say "componentize-py did not install (target/bench-logs/componentize-py.log); the Python row stays a TODO"
+}
+
+# --- the guests -----------------------------------------------------------------------------
 
 say "building the wasm components (release)"
 cargo build --quiet --release --locked --target wasm32-wasip2 \
@@ -39,35 +90,23 @@ cargo build --quiet --release --locked --target wasm32-wasip2 \
 cargo build --quiet --release --locked --target wasm32-wasip2 \
     --manifest-path bench/guests/Cargo.toml --target-dir target/wasm
 
-say "building quarry-bench (release; the first build compiles wasmtime and takes minutes)"
-BUILD_START=$(date +%s)
-cargo build --release --locked -p quarry-bench
-BUILD_SECS=$(( $(date +%s) - BUILD_START ))
-
-# The Python guest of the host-overhead row: examples/python/disk_usage built with
-# componentize-py the way scripts/build-examples.sh builds it (same version, same world), but
-# only this example: the others need toolchains that take many minutes to install.
+# The Python guest of the host-overhead table: examples/python/disk_usage, built the way
+# scripts/build-examples.sh builds it, but only this example (the JavaScript and C toolchains
+# take many minutes to install).
 PY_GUEST=()
-build_python_guest() {
-    local version world venv=target/bench-componentize-py out=target/bench-guests
-    version=$(sed -n 's/^COMPONENTIZE_PY_VERSION=//p' scripts/build-examples.sh 2>/dev/null | head -1)
-    world=$(sed -n 's/^WORLD=//p' scripts/build-examples.sh 2>/dev/null | head -1)
-    version=${version:-0.25.1}
-    world=${world:-task-plugin}
-    if [[ $("$venv/bin/componentize-py" --version 2>/dev/null) != "componentize-py $version" ]]; then
-        rm -rf "$venv"
-        python3 -m venv "$venv" &&
-            "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$version" || return 1
+if [[ $CPY_OK == 1 && -f examples/python/disk_usage/app.py ]]; then
+    say "building the Python guest (componentize-py $CPY_VERSION)"
+    out=target/bench-guests
+    rm -rf "$out/py-src" && mkdir -p "$out/py-src" && cp examples/python/disk_usage/*.py "$out/py-src/"
+    if (cd "$out" && "$ROOT/$CPY_VENV/bin/componentize-py" -d "$ROOT/wit" -w "$PY_WORLD" \
+        componentize -p py-src app -o disk_usage_py.wasm >/dev/null); then
+        PY_GUEST=(--python-guest "$out/disk_usage_py.wasm")
+    else
+        say "the Python guest did not build; its row stays a TODO"
     fi
-    rm -rf "$out/py-src" && mkdir -p "$out/py-src" && cp examples/python/disk_usage/*.py "$out/py-src/" || return 1
-    (cd "$out" && "$ROOT/$venv/bin/componentize-py" -d "$ROOT/wit" -w "$world" \
-        componentize -p py-src app -o disk_usage_py.wasm >/dev/null) || return 1
-    PY_GUEST=(--python-guest "$out/disk_usage_py.wasm")
-}
-if [ -f examples/python/disk_usage/app.py ]; then
-    say "building the Python guest (componentize-py)"
-    build_python_guest || say "the Python guest did not build; its row stays a TODO"
 fi
+
+# --- the suite ------------------------------------------------------------------------------
 
 say "running the suite"
 target/release/quarry-bench suite \
@@ -76,9 +115,9 @@ target/release/quarry-bench suite \
     --fact "command=bash scripts/bench.sh" \
     --fact "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')" \
     --fact "rustc=$(rustc --version)" \
-    --fact "ROCK=rl-rock $("$VENV/bin/pip" show rl-rock 2>/dev/null | sed -n 's/^Version: //p'), $("$VENV/bin/python" --version 2>&1)" \
+    --fact "ROCK=rl-rock $("$ROCK_VENV/bin/pip" show rl-rock 2>/dev/null | sed -n 's/^Version: //p'), $("$ROCK_VENV/bin/python" --version 2>&1)" \
     --fact "release build of quarry-bench=${BUILD_SECS} s" \
-    --fact "installs and builds before the suite=$(( $(date +%s) - START )) s" \
+    --fact "installs and builds before the suite=$(($(date +%s) - START)) s" \
     "${PY_GUEST[@]}" \
     --out docs/benchmarks.md
-say "done in $(( $(date +%s) - START ))s; tables in docs/benchmarks.md, raw data in target/bench-work/results.json"
+say "done in $(($(date +%s) - START))s; tables in docs/benchmarks.md, raw data in target/bench-work/results.json"

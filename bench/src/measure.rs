@@ -12,14 +12,20 @@ use std::time::Duration;
 
 /// User + system CPU time of this process so far (all threads).
 pub fn cpu_time() -> Duration {
+    let (user, sys) = cpu_times();
+    user + sys
+}
+
+/// User and system CPU time of this process so far (all threads), apart.
+pub fn cpu_times() -> (Duration, Duration) {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     if rc != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 /// Peak resident set size of this process (`VmHWM`), KiB.

@@ -157,11 +157,13 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
     }));
     for i in 0..args.ticks {
         let workers = connect(&addrs, Limits::default());
-        let cpu0 = cpu_time();
+        let (user0, sys0) = measure::cpu_times();
         let t0 = Instant::now();
         let (report, _) = run_tick(&rt, &run, &workers, &settings).await;
         let wall = t0.elapsed();
-        let cpu = cpu_time().saturating_sub(cpu0);
+        let (user1, sys1) = measure::cpu_times();
+        let sys = sys1.saturating_sub(sys0);
+        let cpu = user1.saturating_sub(user0) + sys;
         drop(workers);
         let first_error = report
             .failed_details
@@ -172,6 +174,7 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
             "tick": i,
             "wall_ms": ms(wall),
             "cpu_ms": ms(cpu),
+            "sys_ms": ms(sys),
             "outcome": serde_json::to_value(report.outcome)?,
             "ok": report.success_count,
             "failed": report.failed_count,

@@ -27,6 +27,16 @@ fn ratio(q: f64, r: f64) -> f64 {
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
+/// A note cut to a table-friendly length.
+fn short(note: &str) -> String {
+    const MAX: usize = 320;
+    if note.chars().count() <= MAX {
+        note.to_string()
+    } else {
+        format!("{}…", note.chars().take(MAX).collect::<String>())
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -91,19 +101,20 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         w,
-        "| workers | task | side | tick wall ms | CPU ms / tick | CPU ms / worker-run | peak RSS MiB (at end) | HTTP calls / worker / tick | rocklet busy ms / worker / tick | outcome |"
+        "| workers | task | side | tick wall ms | CPU ms / tick (kernel %) | CPU ms / worker-run | peak RSS MiB (at end) | HTTP calls / worker / tick | rocklet busy ms / worker / tick | outcome |"
     );
     let _ = writeln!(w, "|---:|---|---|---:|---:|---:|---:|---|---:|---|");
     for v in &r.versus {
         for (name, side) in [("ROCK", &v.rock), ("Quarry", &v.quarry)] {
             let _ = writeln!(
                 w,
-                "| {} | {} | {name} | {} ({}) | {} | {} | {} ({}) | {} | {} | {} |",
+                "| {} | {} | {name} | {} ({}) | {} ({}%) | {} | {} ({}) | {} | {} | {} |",
                 v.workers,
                 v.task,
                 f1(side.wall()),
                 f1(side.first_wall()),
                 f1(side.cpu()),
+                f0(side.sys_percent()),
                 f2(side.cpu() / v.workers as f64),
                 f1(mib(side.peak_rss_kib)),
                 f1(mib(side.rss_kib)),
@@ -195,14 +206,17 @@ pub fn markdown(r: &Results) -> String {
                     lat("p99_us"),
                     f1(g("cpu_per_run_us")),
                     f1(g("wall_per_run_us")),
-                    o.note
+                    short(&o.note)
                 );
             }
             None => {
                 let _ = writeln!(
                     w,
                     "| {} | {} | {} | - | - | - | - | - | - | - | {} |",
-                    o.guest, o.allocator, o.in_flight, o.note
+                    o.guest,
+                    o.allocator,
+                    o.in_flight,
+                    short(&o.note)
                 );
             }
         }
@@ -220,7 +234,7 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(w);
     let _ = writeln!(
         w,
-        "| scheduler | workers | latency ms | failure rate | tick wall ms | ideal ms | wall / ideal | CPU ms / tick | CPU µs / worker-run | peak RSS MiB | calls / worker / tick | simulator CPU ms / tick | outcome |"
+        "| scheduler | workers | latency ms | failure rate | tick wall ms | ideal ms | wall / ideal | CPU ms / tick (kernel %) | CPU µs / worker-run | peak RSS MiB | calls / worker / tick | simulator CPU ms / tick | outcome |"
     );
     let _ = writeln!(
         w,
@@ -250,7 +264,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} ({}) | {} | {rel_cell} | {} | {} | {} | {} | {} | {outcome} |",
+            "| {} | {} | {} | {} | {} ({}) | {} | {rel_cell} | {} ({}%) | {} | {} | {} | {} | {outcome} |",
             if s.scheduler == "rock" {
                 "ROCK"
             } else {
@@ -263,6 +277,7 @@ pub fn markdown(r: &Results) -> String {
             f0(s.side.first_wall()),
             f0(ideal),
             f0(s.side.cpu()),
+            f0(s.side.sys_percent()),
             f0(s.side.cpu() * 1000.0 / s.workers as f64),
             f1(mib(s.side.peak_rss_kib)),
             calls(&s.side),

@@ -189,6 +189,12 @@ impl Side {
     pub fn cpu(&self) -> f64 {
         median(&self.values("cpu_ms", true))
     }
+    /// Share of the CPU time spent in the kernel (ticks after the first), percent.
+    pub fn sys_percent(&self) -> f64 {
+        let cpu: f64 = self.values("cpu_ms", true).iter().sum();
+        let sys: f64 = self.values("sys_ms", true).iter().sum();
+        if cpu > 0.0 { 100.0 * sys / cpu } else { 0.0 }
+    }
     pub fn calls_total(&self) -> f64 {
         self.calls_per_worker.values().sum()
     }
@@ -720,11 +726,8 @@ fn plugins(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
         [("cold-cache", 2, None), ("warm-cache", 5, Some(300.0))];
     let mut last_cache = None;
     for (case, runs, target) in cases {
-        if !ctx.fits(
-            results,
-            &format!("restart ({case})"),
-            Duration::from_secs(40),
-        ) {
+        let need = Duration::from_secs(if case == "cold-cache" { 30 } else { 5 });
+        if !ctx.fits(results, &format!("restart ({case})"), need) {
             break;
         }
         let mut samples = Vec::new();
@@ -1075,15 +1078,26 @@ fn versus(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             ));
         }
     }
-    let Some(&max_n) = sizes.iter().max() else {
-        bail!("no fleet size fits in memory");
+    // Budget: starting the fleet costs ~1 s per rocklet on 2 cores, then each size needs its
+    // ticks (~n/2 s for both tasks and sides). Sizes that do not fit are dropped, largest
+    // first, so that a short budget still compares the two schedulers on a smaller fleet.
+    let need = |sizes: &[usize]| {
+        let max = sizes.iter().copied().max().unwrap_or(0) as u64;
+        let ticks: u64 = sizes.iter().map(|&n| 25 + n as u64 / 2).sum();
+        Duration::from_secs(20 + max + ticks)
     };
-    // Budget: fleet start ~1.2 s of CPU per rocklet on 2 cores, then ticks; leave room for
-    // the simulated fleet afterwards.
-    let start_need = Duration::from_secs(20 + max_n as u64);
-    if !ctx.fits(results, &format!("starting {max_n} rocklets"), start_need) {
-        return Ok(());
+    sizes.sort_unstable();
+    while !sizes.is_empty() && ctx.left() < need(&sizes) {
+        let n = sizes.pop().unwrap_or_default();
+        results.skipped.push(format!(
+            "{n} real rocklets: skipped, {}s of the budget are left, {}s needed with them",
+            ctx.left().as_secs(),
+            need(&[&sizes[..], &[n]].concat()).as_secs()
+        ));
     }
+    let Some(&max_n) = sizes.iter().max() else {
+        bail!("no fleet size fits in memory and time");
+    };
     ctx.log(&format!("starting {max_n} rocklets in parallel"));
     let (mut fleet, ready_secs) = start_fleet(ctx, max_n)?;
     results.fleet = Some(FleetInfo {
@@ -1118,7 +1132,7 @@ fn versus(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             let mut rock = Side::default();
             let mut quarry = Side::default();
             // Alternate which side goes first.
-            let rock_first = order % 2 == 0;
+            let rock_first = order.is_multiple_of(2);
             order += 1;
             for which in if rock_first {
                 ["rock", "quarry"]
