@@ -94,14 +94,14 @@ impl Runtime {
     pub fn new_pooled(limits: RuntimeLimits, concurrent_runs: u32) -> anyhow::Result<Self> {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         let runs = concurrent_runs.max(1);
-        // Python and JavaScript components hold a few core instances, memories and tables.
+        // Python components (componentize-py) hold 14 core instances; leave room.
         pool.total_component_instances(runs)
-            .total_core_instances(runs * 8)
-            .total_memories(runs * 4)
-            .total_tables(runs * 8)
-            .max_core_instances_per_component(8)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
+            .total_core_instances(runs * 32)
+            .total_memories(runs * 8)
+            .total_tables(runs * 32)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(8)
+            .max_tables_per_component(32)
             .max_memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
         Self::build(limits, Some(pool))
     }
