@@ -274,6 +274,8 @@ pub fn parse_ray_nodes(body: &serde_json::Value, port: u16) -> Result<Vec<Worker
             }
         }
     }
+    // Ray lists nodes in no particular order; a stable order keeps reports comparable.
+    addrs.sort();
     Ok(addrs)
 }
 
