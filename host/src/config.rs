@@ -38,8 +38,6 @@ pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 256;
 /// Lifetime of Ray's worker list when the config gives none. ROCK's default was an hour, so
 /// new workers waited up to an hour and dead ones failed for an hour.
 pub const DEFAULT_WORKER_CACHE_TTL_SECS: u64 = 60;
-/// ROCK's default interval for a task entry.
-pub const ROCK_DEFAULT_INTERVAL_SECS: u64 = 3600;
 
 /// Mirrors the YAML file.
 #[derive(Debug, Default, Deserialize)]

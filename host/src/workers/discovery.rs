@@ -3,7 +3,7 @@
 //!
 //! One owner task keeps the list and publishes it through a `watch` channel; each tick reads
 //! the current `Arc`. Ray's answer is cached for the TTL and refreshed early when a tick
-//! found a worker unreachable ([`DiscoveryHandle::refresh_soon`]); when Ray cannot be asked,
+//! found a worker unreachable ([`DiscoveryHandle::refresher`]); when Ray cannot be asked,
 //! the last list stays, with a warning. Worker handles of addresses that stay are reused, so
 //! their connection pools survive refreshes.
 
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Limits, Worker, WorkerAddr, connect};
+use super::{Limits, Worker, WorkerAddr, connect_with};
 
 /// How often the workers file's mtime is checked.
 pub const FILE_POLL: Duration = Duration::from_secs(2);
@@ -50,6 +50,7 @@ impl DiscoveryHandle {
         let mut owner = Owner {
             sources,
             limits,
+            client: super::rocklet::Rocklet::http_client(),
             handles: HashMap::new(),
             file_seen: None,
             file_addrs: Vec::new(),
@@ -70,12 +71,8 @@ impl DiscoveryHandle {
         self.rx.clone()
     }
 
-    /// Asks for an early refresh (a worker was unreachable).
-    pub fn refresh_soon(&self) {
-        let _ = self.refresh.send(());
-    }
-
-    /// A sender for [`DiscoveryHandle::refresh_soon`] requests, for the scheduler.
+    /// A sender of early-refresh requests (a tick found a worker unreachable), for the
+    /// scheduler.
     pub fn refresher(&self) -> mpsc::UnboundedSender<()> {
         self.refresh.clone()
     }
@@ -90,6 +87,8 @@ impl Drop for DiscoveryHandle {
 struct Owner {
     sources: Sources,
     limits: Limits,
+    /// One connection pool for every rocklet discovery ever adds.
+    client: reqwest::Client,
     handles: HashMap<WorkerAddr, Worker>,
     file_seen: Option<(SystemTime, u64)>,
     file_addrs: Vec<WorkerAddr>,
@@ -220,7 +219,7 @@ impl Owner {
             .filter(|a| !self.handles.contains_key(*a))
             .cloned()
             .collect();
-        for w in connect(&new, self.limits) {
+        for w in connect_with(&new, self.limits, &self.client) {
             self.handles.insert(w.addr().clone(), w);
         }
         self.handles.retain(|a, _| addrs.contains(a));

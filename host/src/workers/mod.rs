@@ -252,7 +252,11 @@ impl Worker {
 
 /// Handles for `addrs`; all rocklets share one HTTP connection pool.
 pub fn connect(addrs: &[WorkerAddr], limits: Limits) -> Vec<Worker> {
-    let client = rocklet::Rocklet::http_client();
+    connect_with(addrs, limits, &rocklet::Rocklet::http_client())
+}
+
+/// Like [`connect`], with the rocklets sharing `client`'s connection pool.
+pub fn connect_with(addrs: &[WorkerAddr], limits: Limits, client: &reqwest::Client) -> Vec<Worker> {
     addrs
         .iter()
         .map(|a| match a {
