@@ -145,10 +145,7 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         report_dir: Some(args.report_dir.clone()),
     };
-    let run = TaskRun {
-        plugin: parts.plugin,
-        params: args.params.clone(),
-    };
+    let run = TaskRun::new(parts.plugin, args.params.clone());
     emit(json!({
         "event": "setup",
         "ms": ms(setup_started.elapsed()),
@@ -257,7 +254,7 @@ pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
                 Err(e) => bail!("validate-config failed: {e}"),
             }
         } else {
-            rt.run(&plugin, &task, w, &params, RUN_BUDGET)
+            rt.run(&plugin, &task, w, &params, RUN_BUDGET, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("run failed: {e}"))?;
         }
@@ -409,7 +406,7 @@ pub async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         })
         .await
         .with_context(|| format!("version {want} did not load within {RELOAD_WAIT:?}"))??;
-        rt.run(&plugin, &args.task, worker.clone(), "{}", RUN_BUDGET)
+        rt.run(&plugin, &args.task, worker.clone(), "{}", RUN_BUDGET, None)
             .await
             .map_err(|e| anyhow::anyhow!("first run of {want} failed: {e}"))?;
         samples.push(ms(t0.elapsed()));

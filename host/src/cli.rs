@@ -266,10 +266,7 @@ async fn run_once(
         concurrency: config::DEFAULT_CONCURRENCY,
         report_dir: args.report_dir,
     };
-    let task = TaskRun {
-        plugin: plugin.clone(),
-        params,
-    };
+    let task = TaskRun::new(plugin.clone(), params);
     let (report, runs) = run_tick(&rt, &task, &workers, &settings).await;
     for run in &runs {
         let r = &run.result;

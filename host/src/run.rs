@@ -32,18 +32,68 @@ pub struct RunSettings {
 }
 
 /// One task of a tick: the plugin version to run (kept alive by this `Arc` until the tick
-/// ends) and its params.
+/// ends), its params, and what earlier ticks recorded on each worker.
 #[derive(Clone, Debug)]
 pub struct TaskRun {
     /// The plugin.
     pub plugin: Arc<Plugin>,
     /// Params, a JSON object.
     pub params: String,
+    /// What Quarry recorded on each worker in earlier runs of this task; shared by the ticks
+    /// of one scheduled task so the gate does not re-read status files it wrote itself.
+    pub tracked: Arc<Tracked>,
 }
 
 impl TaskRun {
+    /// A run of `plugin` with `params` that knows nothing of earlier runs (it reads the
+    /// status files on the workers when it needs to).
+    pub fn new(plugin: Arc<Plugin>, params: String) -> TaskRun {
+        TaskRun {
+            plugin,
+            params,
+            tracked: Arc::default(),
+        }
+    }
+
     fn name(&self) -> &str {
         self.plugin.meta().name.as_str()
+    }
+}
+
+/// What the last run of a task recorded on one worker: the status word and the process it
+/// reported (with its start time, which tells a reused pid apart).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Recorded {
+    running: bool,
+    pid: Option<u32>,
+    start_time: Option<u64>,
+}
+
+/// Per-worker memory of what this task's runs recorded, keyed by worker address.
+///
+/// Strategy: Quarry writes the status files, so after the first run on a worker it knows
+/// what the file says without reading it; a worker it has not seen yet (first tick, a
+/// restart, a new worker) is read from its status file. This keeps the gate at zero calls for
+/// tasks that report no process and at one call (`/proc/<pid>/stat`) for those that do.
+#[derive(Debug, Default)]
+pub struct Tracked {
+    by_worker: std::sync::Mutex<std::collections::HashMap<String, Recorded>>,
+}
+
+impl Tracked {
+    fn get(&self, worker: &Worker) -> Option<Recorded> {
+        let map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&worker.addr().to_string()).copied()
+    }
+
+    fn set(&self, worker: &Worker, rec: Recorded) {
+        let mut map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(worker.addr().to_string(), rec);
+    }
+
+    fn forget(&self, worker: &Worker) {
+        let mut map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&worker.addr().to_string());
     }
 }
 
@@ -81,7 +131,7 @@ pub async fn run_on_worker(
         extra: serde_json::Map::new(),
     };
     let write_timeout = STATUS_WRITE_TIMEOUT.min(settings.run_timeout / 4);
-    let skipped = |pid: u32| WorkerRun {
+    let skipped = |pid: u32, idempotent: bool| WorkerRun {
         result: WorkerResult {
             worker_ip: ip.clone(),
             outcome: WorkerOutcome::Skipped,
@@ -92,7 +142,12 @@ pub async fn run_on_worker(
             ("status".to_string(), "skipped".into()),
             (
                 "reason".to_string(),
-                format!("pid {pid} is still running").into(),
+                if idempotent {
+                    format!("the previous run's job (pid {pid}) is still running")
+                } else {
+                    format!("its daemon (pid {pid}) is still running")
+                }
+                .into(),
             ),
         ])),
     };
@@ -105,23 +160,41 @@ pub async fn run_on_worker(
         },
         detail: None,
     };
-    if !task.plugin.meta().idempotent {
-        match daemon_alive(worker, &status_path, write_timeout).await {
-            Ok(Some(pid)) => return skipped(pid),
-            Ok(None) => {}
-            Err(e) => {
-                return failed(
-                    WorkerOutcome::Failed,
-                    e.kind(),
-                    format!("checking the previous daemon: {e}"),
-                );
-            }
+    // The gate: a process an earlier run reported and that is still alive. A `running` one
+    // (a background job or a daemon) means this run is skipped, so two copies never
+    // overlap; any other is handed to the task (`previous-pid`) to manage.
+    let previous = match previous_process(worker, &task.tracked, &status_path, write_timeout).await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return failed(
+                WorkerOutcome::Failed,
+                e.kind(),
+                format!("checking the process of the previous run: {e}"),
+            );
         }
+    };
+    if let Some(prev) = previous
+        && prev.running
+    {
+        return skipped(prev.pid, task.plugin.meta().idempotent);
+    }
+    // A live process the task manages stays on record until the task reports otherwise, so
+    // a run that fails part-way does not orphan it.
+    let mut recorded = Recorded {
+        running: false,
+        pid: previous.map(|p| p.pid),
+        start_time: previous.and_then(|p| p.start_time),
+    };
+    status.pid = recorded.pid;
+    if let Some(t) = recorded.start_time {
+        status.extra.insert(START_TIME_KEY.into(), t.into());
     }
     if let Err(e) = worker
         .write_file(&status_path, &status.to_json(), write_timeout)
         .await
     {
+        task.tracked.forget(worker);
         let outcome = match e {
             crate::workers::WorkerError::Timeout(_) => WorkerOutcome::Timeout,
             _ => WorkerOutcome::Failed,
@@ -137,8 +210,16 @@ pub async fn run_on_worker(
         .run_timeout
         .saturating_sub(started.elapsed())
         .saturating_sub(write_timeout);
+    let previous_pid = previous.map(|p| p.pid);
     let result = rt
-        .run(&task.plugin, name, worker.clone(), &task.params, budget)
+        .run(
+            &task.plugin,
+            name,
+            worker.clone(),
+            &task.params,
+            budget,
+            previous_pid,
+        )
         .await;
 
     let (outcome, error_type, error, detail) = match result {
@@ -146,14 +227,25 @@ pub async fn run_on_worker(
             status.status = out.status.into();
             status.pid = out.pid;
             status.extra = out.detail.clone();
-            if let (RunStatus::Running, Some(pid)) = (out.status, out.pid)
-                && let Ok(Some(proc)) = proc_stat(worker, pid, write_timeout).await
-            {
-                // Identifies this very process later, even if the pid is reused.
-                status
-                    .extra
-                    .insert(START_TIME_KEY.into(), proc.start_time.into());
+            status.extra.remove(START_TIME_KEY);
+            // The start time identifies this very process later, even if its pid is reused.
+            let start_time = match (out.pid, previous) {
+                (Some(pid), Some(prev)) if prev.pid == pid => prev.start_time,
+                (Some(pid), _) => proc_stat(worker, pid, write_timeout)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|p| p.start_time),
+                (None, _) => None,
+            };
+            if let Some(t) = start_time {
+                status.extra.insert(START_TIME_KEY.into(), t.into());
             }
+            recorded = Recorded {
+                running: out.status == RunStatus::Running,
+                pid: out.pid,
+                start_time,
+            };
             match out.status {
                 RunStatus::Success => (WorkerOutcome::Success, None, None, Some(out.detail)),
                 RunStatus::Running => (WorkerOutcome::Started, None, None, Some(out.detail)),
@@ -193,7 +285,9 @@ pub async fn run_on_worker(
         .write_file(&status_path, &status.to_json(), write_timeout)
         .await
     {
-        // The task's own outcome stands; the report says the status file is stale.
+        // The task's own outcome stands; the report says the status file is stale (and the
+        // next run reads it again rather than trusting memory).
+        task.tracked.forget(worker);
         tracing::warn!(task = name, worker = %worker.addr(), "writing the final status failed: {e}");
         if result.error.is_none() {
             result.outcome = WorkerOutcome::Failed;
@@ -202,6 +296,8 @@ pub async fn run_on_worker(
                 "the task finished but writing its final status failed: {e}"
             )));
         }
+    } else {
+        task.tracked.set(worker, recorded);
     }
     WorkerRun { result, detail }
 }
@@ -245,31 +341,34 @@ async fn proc_stat(
     })
 }
 
-/// The gate of a non-idempotent task: `Some(pid)` when the daemon its status file records is
-/// still alive (so this tick skips the worker), `None` when the task should run.
+/// A process an earlier run of the task reported on a worker, checked alive just now.
+#[derive(Clone, Copy, Debug)]
+struct Previous {
+    pid: u32,
+    /// The run that started it said `running`: this run must not start another copy.
+    running: bool,
+    start_time: Option<u64>,
+}
+
+/// The gate: the process the task's previous run on `worker` recorded (status file `pid`),
+/// when that very process is still alive; `None` when there is none.
 ///
-/// Strategy: no status file, an unreadable one, or any status but `running` → run (a failed
-/// launch is retried: no sticky failure). A `running` pid must exist, not be a zombie, and —
-/// when Quarry recorded it — have the same start time; otherwise it died (or the pid was
-/// reused) → run.
-async fn daemon_alive(
+/// Strategy: what the previous run recorded comes from memory ([`Tracked`]) or, for a worker
+/// not seen yet, from the status file (no file, an unreadable one or no pid → none: a failed
+/// launch is retried, no sticky failure). The pid must exist, not be a zombie, and — when
+/// Quarry recorded it — have the same start time; otherwise it died or the pid was reused.
+async fn previous_process(
     worker: &Worker,
+    tracked: &Tracked,
     status_path: &str,
     timeout: Duration,
-) -> Result<Option<u32>, crate::workers::WorkerError> {
-    use crate::workers::WorkerError;
-    let text = match worker.read_file(status_path, timeout).await {
-        Ok(t) => t,
-        Err(WorkerError::NotFound(_)) => return Ok(None),
-        Err(e @ (WorkerError::Unreachable(_) | WorkerError::Timeout(_))) => return Err(e),
-        Err(_) => return Ok(None),
+) -> Result<Option<Previous>, crate::workers::WorkerError> {
+    let recorded = match tracked.get(worker) {
+        Some(rec) => rec,
+        None => read_recorded(worker, status_path, timeout).await?,
     };
-    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+    let Some(pid) = recorded.pid else {
         return Ok(None);
-    };
-    let pid = match (status["status"].as_str(), status["pid"].as_u64()) {
-        (Some("running"), Some(pid)) if pid > 0 && pid <= u32::MAX as u64 => pid as u32,
-        _ => return Ok(None),
     };
     let Some(proc) = proc_stat(worker, pid, timeout).await? else {
         return Ok(None);
@@ -277,12 +376,47 @@ async fn daemon_alive(
     if matches!(proc.state, 'Z' | 'X' | 'x') {
         return Ok(None);
     }
-    if let Some(recorded) = status["extra"][START_TIME_KEY].as_u64()
-        && recorded != proc.start_time
+    if let Some(t) = recorded.start_time
+        && t != proc.start_time
     {
         return Ok(None);
     }
-    Ok(Some(pid))
+    Ok(Some(Previous {
+        pid,
+        running: recorded.running,
+        start_time: Some(proc.start_time),
+    }))
+}
+
+/// What a status file on the worker records; a missing or unreadable file records nothing.
+async fn read_recorded(
+    worker: &Worker,
+    status_path: &str,
+    timeout: Duration,
+) -> Result<Recorded, crate::workers::WorkerError> {
+    use crate::workers::WorkerError;
+    let nothing = Recorded {
+        running: false,
+        pid: None,
+        start_time: None,
+    };
+    let text = match worker.read_file(status_path, timeout).await {
+        Ok(t) => t,
+        Err(e @ (WorkerError::Unreachable(_) | WorkerError::Timeout(_))) => return Err(e),
+        Err(_) => return Ok(nothing),
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(nothing);
+    };
+    let pid = status["pid"]
+        .as_u64()
+        .filter(|p| *p > 0 && *p <= u32::MAX as u64)
+        .map(|p| p as u32);
+    Ok(Recorded {
+        running: status["status"].as_str() == Some("running"),
+        pid,
+        start_time: status["extra"][START_TIME_KEY].as_u64(),
+    })
 }
 
 /// What uninstalling a task did on one worker.
@@ -309,8 +443,9 @@ pub struct UninstallReport {
     pub worker_results: Vec<UninstallResult>,
 }
 
-/// Uninstalls a task from one worker: kills its daemon if the status file records one that is
-/// still alive (its child processes first, then itself), then removes the status file.
+/// Uninstalls a task from one worker: kills the process its status file records if that
+/// very process is still alive (a daemon or an unfinished job; its child processes first,
+/// then itself), then removes the status file.
 pub async fn uninstall_on_worker(
     worker: &Worker,
     task: &str,
@@ -330,8 +465,8 @@ pub async fn uninstall_on_worker(
         env: Vec::new(),
         timeout,
     };
-    match daemon_alive(worker, &path, timeout).await {
-        Ok(Some(pid)) => {
+    match previous_process(worker, &Tracked::default(), &path, timeout).await {
+        Ok(Some(Previous { pid, .. })) => {
             let pid_s = pid.to_string();
             // Children first (a daemon's workers), then the daemon; both best effort.
             let _ = worker

@@ -346,6 +346,9 @@ async fn task_loop(
     let name = task.plugin.clone();
     let mut next = Instant::now() + FIRST_TICK_DELAY;
     let mut missing_logged = false;
+    // What this task's runs recorded on each worker, kept across ticks (not across a config
+    // change: that uninstalls the task first).
+    let tracked = Arc::new(crate::run::Tracked::default());
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -359,6 +362,7 @@ async fn task_loop(
                 let run = TaskRun {
                     plugin,
                     params: task.params.clone(),
+                    tracked: tracked.clone(),
                 };
                 let env = env.borrow().clone();
                 let workers = env.workers.borrow().clone();

@@ -142,3 +142,9 @@ pub fn warn(message: &str) {
 pub fn worker() -> WorkerInfo {
     wit::worker()
 }
+
+/// The process this task's previous run on this worker reported (`Outcome::pid`), if the
+/// host has just checked that it is that very process (same start time) and alive.
+pub fn previous_pid() -> Option<u32> {
+    wit::previous_pid()
+}

@@ -139,7 +139,17 @@ impl Outcome {
         Self::with(Status::Success, None, detail)
     }
 
-    /// A run that started a long-lived process with the given pid.
+    /// A run whose work is done while a daemon it manages (`pid`) keeps running: the host
+    /// calls the task again every tick and hands the pid back through
+    /// [`host::previous_pid`] while that process lives.
+    pub fn managing(pid: u32, detail: serde_json::Value) -> Self {
+        let mut o = Self::with(Status::Success, Some(pid), detail);
+        o.detail.insert("pid".into(), pid.into());
+        o
+    }
+
+    /// A run that started a process (a background job or a daemon) with the given pid that
+    /// carries on the work: the host does not run the task on this worker until it exits.
     pub fn running(pid: u32, detail: serde_json::Value) -> Self {
         let mut o = Self::with(Status::Running, Some(pid), detail);
         o.detail.insert("pid".into(), pid.into());

@@ -34,8 +34,16 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
         Limits::default(),
     );
     let s = settings(tmp.str(), None, 30);
+    // One TaskRun across ticks, as the scheduler does: the gate remembers what it wrote.
     let t = task(&set, "probe_daemon", json!({"mode": "daemon", "secs": 300}));
     let tick = || async {
+        within("a daemon tick", 60, run_tick(&rt, &t, &w, &s))
+            .await
+            .0
+    };
+    // A fresh TaskRun reads the status file, as after a restart of Quarry.
+    let tick_after_restart = || async {
+        let t = task(&set, "probe_daemon", json!({"mode": "daemon", "secs": 300}));
         within("a daemon tick", 60, run_tick(&rt, &t, &w, &s))
             .await
             .0
@@ -76,11 +84,15 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
     assert_ne!(pid2, pid);
     launched.push(pid2);
 
+    // After a restart, the status file alone is enough to keep skipping the live daemon.
+    let r = tick_after_restart().await;
+    assert_eq!(r.outcome, TickOutcome::Skipped, "{}", r.to_json());
+
     // A pid that is alive but is not our daemon (start time differs): relaunch.
     let mut st = status(tmp.path());
     st["pid"] = json!(rocklet.pid());
     std::fs::write(tmp.path().join("probe_daemon_status.json"), st.to_string()).unwrap();
-    let r = tick().await;
+    let r = tick_after_restart().await;
     assert_eq!(
         r.worker_results[0].outcome,
         WorkerOutcome::Started,
@@ -96,7 +108,7 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
                "last_run": "2026-01-01T00:00:00.000000", "error": "launch failed", "extra": {}}).to_string(),
     )
     .unwrap();
-    let r = tick().await;
+    let r = tick_after_restart().await;
     assert_eq!(
         r.worker_results[0].outcome,
         WorkerOutcome::Started,
@@ -188,4 +200,139 @@ async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
     .await;
     assert!(!status_file.exists());
     within("shutdown", 30, server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_job_of_an_idempotent_task_never_overlaps_with_the_next_run() {
+    let tmp = TempDir::new("jobs");
+    let rocklet = RockletProcess::start();
+    let rt = runtime(64, Duration::from_secs(20));
+    let set = load(&rt, plugins_dir(&["probe"]).path()).await;
+    assert!(set.get("probe").unwrap().meta().idempotent);
+    let w = workers::connect(
+        &[WorkerAddr::parse(&rocklet.addr, 22555).unwrap()],
+        Limits::default(),
+    );
+    let s = settings(tmp.str(), None, 30);
+    // A job that takes 2 s, reported as `running` with its pid.
+    let t = task(&set, "probe", json!({"mode": "daemon", "secs": 2}));
+    let tick = || async { within("a job tick", 60, run_tick(&rt, &t, &w, &s)).await };
+    let read = || -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("probe_status.json")).unwrap(),
+        )
+        .unwrap()
+    };
+
+    let (r, _) = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    let pid = read()["pid"].as_u64().unwrap();
+    assert!(alive(pid));
+
+    // While the job runs, the task is not started again on that worker.
+    let (r, runs) = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Skipped,
+        "{}",
+        r.to_json()
+    );
+    let reason = runs[0].detail.as_ref().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains(&format!("job (pid {pid}) is still running")),
+        "{reason}"
+    );
+    assert_eq!(
+        read()["pid"],
+        pid,
+        "a skipped run leaves the status file alone"
+    );
+
+    // Once it has finished, the next tick runs the task again.
+    within("the job's end", 20, async {
+        while alive(pid) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (r, _) = tick().await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    let pid2 = read()["pid"].as_u64().unwrap();
+    assert_ne!(pid2, pid);
+    kill(pid2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_daemon_is_handed_back_to_the_task_while_it_lives() {
+    let tmp = TempDir::new("managed");
+    let rocklet = RockletProcess::start();
+    let rt = runtime(64, Duration::from_secs(20));
+    let set = load(&rt, plugins_dir(&["probe_daemon"]).path()).await;
+    let w = workers::connect(
+        &[WorkerAddr::parse(&rocklet.addr, 22555).unwrap()],
+        Limits::default(),
+    );
+    let s = settings(tmp.str(), None, 30);
+    let params = json!({"mode": "managed"});
+    let t = task(&set, "probe_daemon", params.clone());
+    let action = |runs: &[quarry_host::run::WorkerRun]| {
+        runs[0].detail.as_ref().unwrap()["action"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // First run launches; the run itself is done (success), the daemon is on record.
+    let (r, runs) = within("tick", 60, run_tick(&rt, &t, &w, &s)).await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Success,
+        "{}",
+        r.to_json()
+    );
+    assert_eq!(action(&runs), "launched");
+    let st = status(tmp.path());
+    let pid = st["pid"].as_u64().unwrap();
+    assert_eq!(st["status"], "success");
+    assert!(st["extra"][START_TIME_KEY].as_u64().is_some(), "{st}");
+
+    // Every later tick still runs the task, which gets its live daemon back.
+    for t in [t.clone(), task(&set, "probe_daemon", params.clone())] {
+        let (r, runs) = within("tick", 60, run_tick(&rt, &t, &w, &s)).await;
+        assert_eq!(
+            r.worker_results[0].outcome,
+            WorkerOutcome::Success,
+            "{}",
+            r.to_json()
+        );
+        assert_eq!(action(&runs), "kept");
+        assert_eq!(status(tmp.path())["pid"], pid);
+    }
+
+    // A dead daemon is not handed back: the task launches a new one.
+    kill(pid);
+    within("the daemon's death", 10, async {
+        while alive(pid) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let (_, runs) = within("tick", 60, run_tick(&rt, &t, &w, &s)).await;
+    assert_eq!(action(&runs), "launched");
+    let pid2 = status(tmp.path())["pid"].as_u64().unwrap();
+    assert_ne!(pid2, pid);
+    kill(pid2);
 }

@@ -86,13 +86,12 @@ pub async fn load(rt: &Arc<Runtime>, dir: &Path) -> PluginSet {
 
 /// A task of a loaded set with params.
 pub fn task(set: &PluginSet, name: &str, params: serde_json::Value) -> TaskRun {
-    TaskRun {
-        plugin: set
-            .get(name)
+    TaskRun::new(
+        set.get(name)
             .unwrap_or_else(|| panic!("plugin {name} not loaded: {:?}", set.errors()))
             .clone(),
-        params: params.to_string(),
-    }
+        params.to_string(),
+    )
 }
 
 /// Settings for a tick: status files in `status_dir`, reports in `report_dir`.

@@ -30,7 +30,7 @@ impl RunState {
     /// The worker of this run, or the answer a metadata call gets.
     fn target(&self, call: &str) -> Result<(&str, &Worker), WorkerError> {
         match &self.ctx {
-            CallContext::Run { task, worker } => Ok((task, worker)),
+            CallContext::Run { task, worker, .. } => Ok((task, worker)),
             CallContext::Metadata => Err(WorkerError::Rejected(format!(
                 "{call} is not available in describe or validate-config: they must not touch a worker"
             ))),
@@ -119,7 +119,7 @@ impl Host for RunState {
     async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
         self.log_lines += 1;
         let (task, worker) = match &self.ctx {
-            CallContext::Run { task, worker } => (task.as_str(), worker.addr().to_string()),
+            CallContext::Run { task, worker, .. } => (task.as_str(), worker.addr().to_string()),
             CallContext::Metadata => ("(loading)", "-".to_string()),
         };
         if self.log_lines > LOG_LINES_PER_RUN {
@@ -167,6 +167,13 @@ impl Host for RunState {
                 address: String::new(),
                 ip: String::new(),
             },
+        })
+    }
+
+    async fn previous_pid(&mut self) -> wasmtime::Result<Option<u32>> {
+        Ok(match &self.ctx {
+            CallContext::Run { previous_pid, .. } => *previous_pid,
+            CallContext::Metadata => None,
         })
     }
 }

@@ -231,11 +231,13 @@ impl Runtime {
         worker: Worker,
         params: &str,
         budget: Duration,
+        previous_pid: Option<u32>,
     ) -> Result<RunOutcome, RunError> {
         let deadline = Instant::now() + budget;
         let ctx = CallContext::Run {
             task: task.to_string(),
             worker,
+            previous_pid,
         };
         let mut store = self.store(ctx, deadline);
         let call = async {
@@ -347,6 +349,8 @@ pub(crate) enum CallContext {
         task: String,
         /// The target.
         worker: Worker,
+        /// The live process the task's previous run on this worker reported.
+        previous_pid: Option<u32>,
     },
 }
 

@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 /// Every mode `validate` accepts.
 const MODES: &[&str] = &[
     "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
-    "running", "invalid", "v1only", "daemon",
+    "running", "invalid", "v1only", "daemon", "managed",
 ];
 
 /// `alloc` allocates this many MiB unless `mib` says otherwise: more than a guest should be
@@ -80,14 +80,17 @@ impl Task for Probe {
     fn describe() -> Metadata {
         // Built as package `probe_daemon`, the same source is a non-idempotent task of that name.
         let daemon = env!("CARGO_PKG_NAME") == "probe_daemon";
-        Metadata::new(if daemon { "probe_daemon" } else { "probe" }, env!("CARGO_PKG_VERSION"))
-            .idempotent(!daemon)
-            .default_interval_seconds(60)
-            .params_doc(
-                "mode: ok | fail | error | trap | loop | alloc (mib) | sleep (secs, timeout_ms) | \
+        Metadata::new(
+            if daemon { "probe_daemon" } else { "probe" },
+            env!("CARGO_PKG_VERSION"),
+        )
+        .idempotent(!daemon)
+        .default_interval_seconds(60)
+        .params_doc(
+            "mode: ok | fail | error | trap | loop | alloc (mib) | sleep (secs, timeout_ms) | \
                  exec (argv, timeout_ms) | shell (script, timeout_ms) | read (path) | \
-                 write (path, content) | running (pid) | invalid",
-            )
+                 write (path, content) | running (pid) | daemon (secs) | managed | invalid",
+        )
     }
 
     fn validate(params: &Params) -> Result<(), String> {
@@ -157,7 +160,10 @@ impl Task for Probe {
             }
             "daemon" => {
                 // Starts `sleep <secs>` detached from the worker agent and reports its pid.
-                let secs = params.secs.map(|v| v.to_string()).unwrap_or_else(|| "300".into());
+                let secs = params
+                    .secs
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "300".into());
                 let script = format!(
                     "nohup sleep {} >/dev/null 2>&1 </dev/null & echo $!",
                     quarry_sdk::shell::quote(secs.trim_matches('"'))
@@ -165,6 +171,20 @@ impl Task for Probe {
                 match Command::shell(script).run() {
                     Ok(out) => match out.stdout.trim().parse::<u32>() {
                         Ok(pid) => Ok(Outcome::running(pid, json!({"launched": "sleep"}))),
+                        Err(_) => Ok(Outcome::failed(format!("no pid in {:?}", out.stdout))),
+                    },
+                    Err(e) => Err(format!("launch failed: {e:?}")),
+                }
+            }
+            "managed" => {
+                // A daemon the task manages while still running every tick.
+                if let Some(pid) = host::previous_pid() {
+                    return Ok(Outcome::managing(pid, json!({"action": "kept"})));
+                }
+                let script = "nohup sleep 300 >/dev/null 2>&1 </dev/null & echo $!";
+                match Command::shell(script).run() {
+                    Ok(out) => match out.stdout.trim().parse::<u32>() {
+                        Ok(pid) => Ok(Outcome::managing(pid, json!({"action": "launched"}))),
                         Err(_) => Ok(Outcome::failed(format!("no pid in {:?}", out.stdout))),
                     },
                     Err(e) => Err(format!("launch failed: {e:?}")),
