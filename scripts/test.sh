@@ -23,5 +23,12 @@ if ! "$RAY_VENV/bin/ray" --version 2>/dev/null | grep -q "2.60.0"; then
     "$RAY_VENV/bin/pip" install --quiet --disable-pip-version-check 'ray[default]==2.60.0'
 fi
 export QUARRY_TEST_RAY_BIN=$RAY_VENV/bin/ray
+# Real docuum from crates.io for image_cleanup's tests (Quarry never pipes an installer into a
+# shell), installed once per machine into the cache.
+TOOLS=${XDG_CACHE_HOME:-$HOME/.cache}/quarry/tools
+if ! "$TOOLS/bin/docuum" --version 2>/dev/null | grep -q "0.27.3"; then
+    cargo install --locked --quiet --root "$TOOLS" docuum --version 0.27.3
+fi
+export QUARRY_TEST_DOCUUM_BIN=$TOOLS/bin/docuum
 cargo test --workspace --locked
 cargo test --manifest-path plugins/Cargo.toml --locked

@@ -247,6 +247,10 @@ pub async fn run_on_worker(
                 start_time,
             };
             match out.status {
+                // A daemon launched by this run (not the one handed back) is news: `started`.
+                RunStatus::Success if out.pid.is_some() && out.pid != previous_pid => {
+                    (WorkerOutcome::Started, None, None, Some(out.detail))
+                }
                 RunStatus::Success => (WorkerOutcome::Success, None, None, Some(out.detail)),
                 RunStatus::Running => (WorkerOutcome::Started, None, None, Some(out.detail)),
                 RunStatus::Failed => {

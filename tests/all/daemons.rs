@@ -295,11 +295,11 @@ async fn a_managed_daemon_is_handed_back_to_the_task_while_it_lives() {
             .to_string()
     };
 
-    // First run launches; the run itself is done (success), the daemon is on record.
+    // First run launches (`started`); the run is done (status success), the daemon on record.
     let (r, runs) = within("tick", 60, run_tick(&rt, &t, &w, &s)).await;
     assert_eq!(
         r.worker_results[0].outcome,
-        WorkerOutcome::Success,
+        WorkerOutcome::Started,
         "{}",
         r.to_json()
     );

@@ -37,18 +37,24 @@ impl RockletProcess {
     /// When the rocklet is not installed, exits early or is not ready within 30 s (the message
     /// names its log file).
     pub fn start() -> RockletProcess {
-        Self::spawn(None, "WARNING")
+        Self::spawn(None, "WARNING", &[])
+    }
+
+    /// Like [`RockletProcess::start`], with extra environment variables (e.g. another
+    /// `DOCKER_HOST`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> RockletProcess {
+        Self::spawn(None, "WARNING", env)
     }
 
     /// Like [`RockletProcess::start`], logging as a production rocklet does (level INFO): every
     /// request with its whole body, every command and its complete output, in [`Self::log`].
     pub fn start_logging_requests() -> RockletProcess {
-        Self::spawn(None, "INFO")
+        Self::spawn(None, "INFO", &[])
     }
 
     /// Like [`RockletProcess::start`], with `dir` first on the rocklet's `PATH` (fake tools).
     pub fn start_with_path_prefix(dir: &Path) -> RockletProcess {
-        Self::spawn(Some(dir), "WARNING")
+        Self::spawn(Some(dir), "WARNING", &[])
     }
 
     /// The rocklet's process id.
@@ -64,7 +70,7 @@ impl RockletProcess {
             .unwrap_or_else(|e| panic!("bad rocklet address {:?}: {e}", self.addr))
     }
 
-    fn spawn(path_prefix: Option<&Path>, log_level: &str) -> RockletProcess {
+    fn spawn(path_prefix: Option<&Path>, log_level: &str, env: &[(&str, &str)]) -> RockletProcess {
         let bin = rocklet_bin();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -87,6 +93,7 @@ impl RockletProcess {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_file2);
+        command.envs(env.iter().copied());
         if let Some(dir) = path_prefix {
             let inherited = std::env::var_os("PATH").unwrap_or_default();
             let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&inherited));

@@ -1,0 +1,364 @@
+//! # image_cleanup: Quarry's port of ROCK's `ImageCleanupTask`
+//!
+//! Keeps [docuum](https://crates.io/crates/docuum) running on every worker (it evicts the
+//! least recently used Docker images once they take more than `disk_threshold`, never those
+//! matching `image_whitelist`) and, on every tick, prunes dangling images and the build cache
+//! above `keep_build_storage`, whether docuum was already running or not.
+//!
+//! Module map:
+//! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
+//! - this file: the task, and [`tick`], which reaches the worker only through the [`Worker`]
+//!   trait ([`HostWorker`] in the component, a fake in the native tests).
+//!
+//! The daemon: the task reports docuum's pid with a `success` outcome, so the host records it
+//! and, on the next tick, hands it back through `previous-pid` only if that very process (same
+//! start time, not a zombie) is still alive. Alive → prune only; gone or never started →
+//! launch. Removing the task from the config stops docuum (the host kills the recorded pid).
+//!
+//! Differences from ROCK, on purpose: docuum is never downloaded (ROCK piped an install script
+//! from the web into a shell): a worker without it fails with a message saying how to install
+//! it; every value reaches the shell quoted (ROCK pasted the whitelist into single quotes);
+//! a launch is checked one second later, so a docuum that exits at once (bad pattern, no
+//! Docker) is a failed run with its exit status, not a `running` status with a dead pid; a
+//! failed launch is retried on the next tick (no sticky failure); prune failures are reported
+//! instead of masked; the whitelist and sizes are checked at config load.
+
+#![deny(missing_docs)]
+
+pub mod params;
+
+#[cfg(test)]
+mod native_tests;
+
+use std::time::Duration;
+
+use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::shell::quote;
+use quarry_sdk::{Metadata, Outcome, Task};
+use serde_json::{Map, Value, json};
+
+use crate::params::{Config, Params};
+
+/// Time limit of the prune: `docker builder prune` on a large cache can take a while.
+const PRUNE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Time limit of the launch script (it waits one second to see docuum survive its start).
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Characters of the prune's output kept in the outcome (ROCK keeps 1000).
+const OUTPUT_HEAD_CHARS: usize = 1000;
+
+/// Marks, in a script's output, where the exit status of the command before it is printed.
+const EXIT_MARK: &str = "@@quarry-exit=";
+
+/// What `quarry plugins` shows for this task.
+const PARAMS_DOC: &str = "\
+Keeps docuum (LRU image eviction) running on every worker and prunes dangling images and the \
+build cache on every tick. docuum must be installed on the worker (`cargo install --locked docuum`).
+  disk_threshold: string (default \"1T\"): docuum --threshold, a size (\"500G\") or a share (\"70%\").
+  image_whitelist: list of regexes (default []): docuum --keep, matched against repository:tag.
+  keep_build_storage: string (default \"20GB\"): docker builder prune --keep-storage; null or \"\" \
+turns the prune off.
+  docuum_path: string (default \"docuum\"): program name on the worker's PATH or absolute path.
+  log_file: absolute path (default $ROCK_LOGGING_PATH/docuum.log, else none): docuum's output.
+  state_dir: absolute path (default docuum's): docuum's state (XDG_DATA_HOME).
+  min_age: string (default none): docuum --min-age, e.g. \"2h\".";
+
+/// The task.
+pub struct ImageCleanup;
+
+impl Task for ImageCleanup {
+    type Params = Params;
+
+    fn describe() -> Metadata {
+        Metadata::new("image_cleanup", "0.1.0")
+            .idempotent(false)
+            .default_interval_seconds(3600)
+            .params_doc(PARAMS_DOC)
+    }
+
+    fn validate(params: &Params) -> Result<(), String> {
+        Config::from_params(params).map(|_| ())
+    }
+
+    fn run(params: Params) -> Result<Outcome, String> {
+        let config = Config::from_params(&params)?;
+        Ok(tick(&mut HostWorker, &config))
+    }
+}
+
+// Exported only in the wasm build (see file_cleanup for why).
+#[cfg(target_arch = "wasm32")]
+quarry_sdk::export_task!(ImageCleanup);
+
+/// How the task reaches its worker: [`HostWorker`] in the component, a fake in native tests.
+pub trait Worker {
+    /// Runs a `/bin/sh` script with a time limit; a non-zero exit is `Ok`.
+    fn shell(&mut self, script: &str, timeout: Duration) -> Result<Output, Error>;
+    /// The docuum this task launched earlier on this worker, if the host found it alive.
+    fn previous_pid(&mut self) -> Option<u32>;
+    /// Logs one line at `level`.
+    fn log(&mut self, level: LogLevel, message: &str);
+}
+
+/// The worker of the current run, through the host.
+pub struct HostWorker;
+
+impl Worker for HostWorker {
+    fn shell(&mut self, script: &str, timeout: Duration) -> Result<Output, Error> {
+        Command::shell(script).timeout(timeout).run()
+    }
+
+    fn previous_pid(&mut self) -> Option<u32> {
+        host::previous_pid()
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        host::log(level, message)
+    }
+}
+
+/// What the prune did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prune {
+    /// Exit status of `docker image prune`, then of `docker builder prune`.
+    pub exit_codes: Vec<i32>,
+    /// Their output, merged, cut to [`OUTPUT_HEAD_CHARS`].
+    pub output_head: String,
+}
+
+/// One tick on one worker: prune, then make sure docuum runs.
+pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
+    // Strategy: the prune comes first and always runs (ROCK's order); its failure does not
+    // stop the daemon check. Then: docuum alive (the host vouches for the pid) → prune only;
+    // else launch and check. The outcome always carries docuum's pid when one runs, even when
+    // the run failed, so that the host keeps it on record and never starts a second one.
+    let mut detail = Map::new();
+    let mut errors: Vec<String> = Vec::new();
+    match &config.keep_build_storage {
+        None => {
+            detail.insert("prune".into(), "off".into());
+        }
+        Some(keep) => match prune(worker, keep) {
+            Ok(p) => {
+                detail.insert(
+                    "prune_exit_code".into(),
+                    p.exit_codes
+                        .iter()
+                        .copied()
+                        .find(|c| *c != 0)
+                        .unwrap_or(0)
+                        .into(),
+                );
+                detail.insert("prune_output_head".into(), p.output_head.clone().into());
+                if let Some(code) = p.exit_codes.iter().find(|c| **c != 0) {
+                    let first = p.output_head.lines().find(|l| !l.trim().is_empty());
+                    errors.push(format!(
+                        "the prune exited with {code}{}",
+                        first.map(|l| format!(": {}", l.trim())).unwrap_or_default()
+                    ));
+                }
+            }
+            Err(e) => errors.push(format!("the prune did not run: {}", describe_error(&e))),
+        },
+    }
+    detail.insert(
+        "keep_build_storage".into(),
+        json!(config.keep_build_storage),
+    );
+    detail.insert(
+        "disk_threshold".into(),
+        config.disk_threshold.clone().into(),
+    );
+    detail.insert("image_whitelist".into(), json!(config.image_whitelist));
+
+    let pid = match worker.previous_pid() {
+        Some(pid) => {
+            detail.insert("action".into(), "prune_only".into());
+            Some(pid)
+        }
+        None => match launch(worker, config) {
+            Ok(pid) => {
+                worker.log(
+                    LogLevel::Info,
+                    &format!("image_cleanup: docuum started (pid {pid})"),
+                );
+                detail.insert("action".into(), "launched".into());
+                Some(pid)
+            }
+            Err(why) => {
+                detail.insert("action".into(), "launch_failed".into());
+                errors.push(why);
+                None
+            }
+        },
+    };
+    if let Some(pid) = pid {
+        detail.insert("pid".into(), pid.into());
+    }
+    if errors.is_empty() {
+        let mut ordered = Map::from_iter([("status".to_string(), Value::from("success"))]);
+        ordered.extend(detail);
+        return match pid {
+            Some(pid) => Outcome::managing(pid, Value::Object(ordered)),
+            None => Outcome::success(Value::Object(ordered)),
+        };
+    }
+    let mut outcome = detail
+        .into_iter()
+        .fold(Outcome::failed(errors.join("; ")), |o, (k, v)| {
+            o.with_detail(&k, v)
+        });
+    outcome.pid = pid;
+    outcome
+}
+
+/// The prune script: dangling images, then the build cache above `keep`; each exit status is
+/// printed after its output.
+pub fn prune_script(keep: &str) -> String {
+    format!(
+        "docker image prune -f 2>&1; echo \"{EXIT_MARK}$?\"; \
+         docker builder prune -f --keep-storage {} 2>&1; echo \"{EXIT_MARK}$?\"",
+        quote(keep)
+    )
+}
+
+/// Runs the prune (one call) and reads both exit statuses.
+fn prune(worker: &mut impl Worker, keep: &str) -> Result<Prune, Error> {
+    let out = worker.shell(&prune_script(keep), PRUNE_TIMEOUT)?;
+    let mut exit_codes = Vec::new();
+    let mut text = String::new();
+    for line in out.stdout.lines() {
+        match line.strip_prefix(EXIT_MARK) {
+            Some(code) => exit_codes.push(code.trim().parse().unwrap_or(-1)),
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    if exit_codes.len() != 2 {
+        // The script did not get to its end (killed, or a shell that is not POSIX).
+        exit_codes.push(if out.exit_code == 0 {
+            -1
+        } else {
+            out.exit_code
+        });
+    }
+    text.push_str(out.stderr.trim());
+    Ok(Prune {
+        exit_codes,
+        output_head: head(text.trim(), OUTPUT_HEAD_CHARS).to_string(),
+    })
+}
+
+/// The launch script: checks that docuum is installed, starts it detached with its output in
+/// the log, waits one second and prints its pid if it is still alive, else its exit status
+/// and the end of its log.
+pub fn launch_script(config: &Config) -> String {
+    let mut docuum = vec![
+        quote(&config.docuum_path),
+        "--threshold".into(),
+        quote(&config.disk_threshold),
+    ];
+    for pattern in &config.image_whitelist {
+        docuum.push("--keep".into());
+        docuum.push(quote(pattern));
+    }
+    if let Some(age) = &config.min_age {
+        docuum.push("--min-age".into());
+        docuum.push(quote(age));
+    }
+    let log = match &config.log_file {
+        Some(path) => quote(path),
+        None => "\"${ROCK_LOGGING_PATH:+$ROCK_LOGGING_PATH/docuum.log}\"".into(),
+    };
+    let state = match &config.state_dir {
+        Some(dir) => format!(
+            "XDG_DATA_HOME={}; export XDG_DATA_HOME; mkdir -p \"$XDG_DATA_HOME\" || exit 3\n",
+            quote(dir)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "command -v {prog} >/dev/null 2>&1 || {{ echo '@@quarry-missing'; exit 0; }}\n\
+         log={log}; [ -n \"$log\" ] || log=/dev/null\n\
+         {state}\
+         nohup {cmd} >>\"$log\" 2>&1 </dev/null &\n\
+         pid=$!\n\
+         sleep 1\n\
+         state=$(sed 's/.*) //' \"/proc/$pid/stat\" 2>/dev/null | cut -d' ' -f1)\n\
+         if [ -n \"$state\" ] && [ \"$state\" != Z ]; then echo \"@@quarry-pid=$pid\"; exit 0; fi\n\
+         wait \"$pid\"; echo \"{EXIT_MARK}$?\"\n\
+         [ \"$log\" = /dev/null ] || tail -n 5 \"$log\"\n",
+        prog = quote(&config.docuum_path),
+        cmd = docuum.join(" "),
+    )
+}
+
+/// Starts docuum; its pid, or why it is not running.
+fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
+    let out = worker
+        .shell(&launch_script(config), LAUNCH_TIMEOUT)
+        .map_err(|e| format!("launching docuum failed: {}", describe_error(&e)))?;
+    let stdout = out.stdout.trim();
+    if stdout.contains("@@quarry-missing") {
+        return Err(format!(
+            "docuum is not installed on this worker ({:?} is not on the worker agent's PATH). \
+             Install it with `cargo install --locked docuum` and put it on that PATH, or set \
+             docuum_path to its absolute path; Quarry never downloads installers.",
+            config.docuum_path
+        ));
+    }
+    if let Some(pid) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("@@quarry-pid="))
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    {
+        return Ok(pid);
+    }
+    let exit = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(EXIT_MARK))
+        .map(|c| c.trim().to_string());
+    let tail: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("@@quarry-"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut why = match exit {
+        Some(code) => format!("docuum exited with {code} right after its start"),
+        None => format!(
+            "the launch script exited with {}: {}",
+            out.exit_code,
+            head(out.stderr.trim(), 300)
+        ),
+    };
+    if !tail.is_empty() {
+        why.push_str(": ");
+        why.push_str(head(&tail.join(" | "), 500));
+    } else if config.log_file.is_none() {
+        why.push_str(" (set log_file to keep its output)");
+    }
+    Err(why)
+}
+
+/// A host error as `kind: message`.
+fn describe_error(e: &Error) -> String {
+    let (kind, message) = match e {
+        Error::NotFound(m) => ("not found", m),
+        Error::Timeout(m) => ("timeout", m),
+        Error::Unreachable(m) => ("unreachable", m),
+        Error::Rejected(m) => ("rejected", m),
+        Error::Other(m) => ("error", m),
+    };
+    format!("{kind}: {message}")
+}
+
+/// The first `max_chars` characters of `text`.
+pub fn head(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

@@ -1,0 +1,285 @@
+//! Native tests: params, and the launch and prune scripts run by a real `/bin/sh` with a fake
+//! docuum, including hostile values that must arrive as plain arguments.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quarry_sdk::host::{Error, LogLevel, Output};
+use serde_json::json;
+
+use crate::params::{Config, Params};
+use crate::{Worker, launch_script, prune_script, tick};
+
+fn config(v: serde_json::Value) -> Result<Config, String> {
+    let p: Params = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    Config::from_params(&p)
+}
+
+#[test]
+fn defaults_and_rocks_sample_params() {
+    let c = config(json!({})).unwrap();
+    assert_eq!(c.disk_threshold, "1T");
+    assert_eq!(c.keep_build_storage.as_deref(), Some("20GB"));
+    assert_eq!(c.docuum_path, "docuum");
+    assert!(c.image_whitelist.is_empty());
+    let c = config(json!({"disk_threshold": "70%", "image_whitelist": ["python:3.11"]})).unwrap();
+    assert_eq!(c.disk_threshold, "70%");
+    assert_eq!(c.image_whitelist, vec!["python:3.11".to_string()]);
+    for off in [json!(null), json!("")] {
+        let c = config(json!({"keep_build_storage": off})).unwrap();
+        assert_eq!(c.keep_build_storage, None);
+    }
+    for ok in ["500G", "10 GB", "6 MB", "1.5TiB", "100%", "2048"] {
+        assert!(config(json!({"disk_threshold": ok})).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn bad_params_are_named_with_the_reason() {
+    let cases = [
+        (
+            json!({"disk_threshold": "lots"}),
+            "disk_threshold \"lots\": expected a size",
+        ),
+        (json!({"disk_threshold": "150%"}), "disk_threshold \"150%\""),
+        (json!({"disk_threshold": "1T; rm -rf /"}), "disk_threshold"),
+        (
+            json!({"image_whitelist": "python"}),
+            "image_whitelist \"python\": expected a list",
+        ),
+        (
+            json!({"image_whitelist": ["ok", 3]}),
+            "image_whitelist[1] 3: expected a string",
+        ),
+        (
+            json!({"image_whitelist": ["a(b"]}),
+            "image_whitelist[0] \"a(b\" is not a valid regular expression",
+        ),
+        (
+            json!({"image_whitelist": ["a\nb"]}),
+            "image_whitelist[0] \"a\\nb\": control characters",
+        ),
+        (
+            json!({"image_whitelist": [""]}),
+            "image_whitelist[0] is empty",
+        ),
+        (
+            json!({"keep_build_storage": "$(id)"}),
+            "keep_build_storage \"$(id)\"",
+        ),
+        (
+            json!({"docuum_path": "../docuum"}),
+            "docuum_path \"../docuum\"",
+        ),
+        (json!({"docuum_path": "/opt/../bin/docuum"}), "docuum_path"),
+        (
+            json!({"log_file": "relative.log"}),
+            "log_file \"relative.log\": expected an absolute path",
+        ),
+        (json!({"min_age": "soon"}), "min_age \"soon\""),
+        (json!({"threshold": "1T"}), "unknown field `threshold`"),
+    ];
+    for (params, want) in cases {
+        let err = config(params.clone()).unwrap_err();
+        assert!(
+            err.contains(want),
+            "{params}: {err:?} should contain {want:?}"
+        );
+    }
+}
+
+/// A temporary directory removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p =
+            std::env::temp_dir().join(format!("quarry-image-cleanup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A worker that is this machine's `/bin/sh`, run in `dir`.
+struct Sh {
+    dir: PathBuf,
+    previous: Option<u32>,
+    scripts: Vec<String>,
+}
+
+impl Worker for Sh {
+    fn shell(&mut self, script: &str, _timeout: Duration) -> Result<Output, Error> {
+        self.scripts.push(script.to_string());
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.dir)
+            .env_remove("ROCK_LOGGING_PATH")
+            .output()
+            .map_err(|e| Error::Other(e.to_string()))?;
+        Ok(Output {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            exit_code: out.status.code().unwrap_or(-1),
+        })
+    }
+
+    fn previous_pid(&mut self) -> Option<u32> {
+        self.previous
+    }
+
+    fn log(&mut self, _level: LogLevel, _message: &str) {}
+}
+
+/// Writes an executable fake docuum that records its arguments (one per line) in `args` and
+/// then sleeps, or exits with 2 when `exit_at_once`.
+fn fake_docuum(dir: &Path, exit_at_once: bool) -> String {
+    let path = dir.join("docuum");
+    let body = if exit_at_once {
+        "#!/bin/sh\necho 'error: cannot connect to docker' >&2\nexit 2\n".to_string()
+    } else {
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > {}/args\nexec sleep 30\n",
+            dir.display()
+        )
+    };
+    std::fs::write(&path, body).unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", path.to_str().unwrap()])
+        .status()
+        .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn hostile_patterns_reach_docuum_verbatim_and_never_run() {
+    let tmp = Tmp::new("hostile");
+    let docuum = fake_docuum(&tmp.0, false);
+    let hostile = [
+        "x'; touch pwned1; echo '",
+        "$(touch pwned2)",
+        "`touch pwned3`",
+        "a;touch pwned4",
+        "\"; touch pwned5; \"",
+        "^t/keep:.*$",
+    ];
+    let c = config(json!({
+        "docuum_path": docuum,
+        "disk_threshold": "10 GB",
+        "image_whitelist": hostile,
+        "min_age": "2h",
+        "log_file": format!("{}/docuum.log", tmp.0.display()),
+        "keep_build_storage": null,
+    }))
+    .unwrap();
+    let mut w = Sh {
+        dir: tmp.0.clone(),
+        previous: None,
+        scripts: Vec::new(),
+    };
+    let out = tick(&mut w, &c);
+    let pid = out.pid.expect("the fake docuum runs");
+    kill(pid);
+    assert_eq!(out.detail["action"], "launched", "{:?}", out.detail);
+    assert_eq!(w.scripts.len(), 1, "prune off: one call, the launch");
+    let args = std::fs::read_to_string(tmp.0.join("args")).unwrap();
+    let mut want = vec!["--threshold", "10 GB"];
+    for h in hostile {
+        want.extend(["--keep", h]);
+    }
+    want.extend(["--min-age", "2h"]);
+    assert_eq!(args.lines().collect::<Vec<_>>(), want);
+    for i in 1..=5 {
+        assert!(
+            !tmp.0.join(format!("pwned{i}")).exists(),
+            "pattern {i} was executed"
+        );
+    }
+}
+
+#[test]
+fn a_live_docuum_means_prune_only_and_its_pid_is_kept() {
+    let tmp = Tmp::new("alive");
+    let mut w = Sh {
+        dir: tmp.0.clone(),
+        previous: Some(4242),
+        scripts: Vec::new(),
+    };
+    // `docker` here may be absent or not answer: the prune's result is reported either way,
+    // and the pid stays on record even when the run fails.
+    let out = tick(&mut w, &config(json!({})).unwrap());
+    assert_eq!(out.pid, Some(4242));
+    assert_eq!(out.detail["action"], "prune_only");
+    assert_eq!(w.scripts.len(), 1, "one call: the prune");
+    assert!(w.scripts[0].contains("docker builder prune -f --keep-storage 20GB"));
+}
+
+#[test]
+fn a_missing_docuum_fails_with_how_to_install_it() {
+    let tmp = Tmp::new("missing");
+    let mut w = Sh {
+        dir: tmp.0.clone(),
+        previous: None,
+        scripts: Vec::new(),
+    };
+    let c = config(json!({"docuum_path": "docuum-not-installed-here", "keep_build_storage": ""}))
+        .unwrap();
+    let out = tick(&mut w, &c);
+    assert_eq!(out.pid, None);
+    let err = out.detail["error"].as_str().unwrap();
+    assert!(
+        err.contains("docuum is not installed on this worker"),
+        "{err}"
+    );
+    assert!(err.contains("cargo install --locked docuum"), "{err}");
+    assert!(err.contains("never downloads"), "{err}");
+}
+
+#[test]
+fn a_docuum_that_exits_at_once_is_a_failed_launch_with_its_output() {
+    let tmp = Tmp::new("exits");
+    let docuum = fake_docuum(&tmp.0, true);
+    let c = config(json!({
+        "docuum_path": docuum,
+        "keep_build_storage": "",
+        "log_file": format!("{}/docuum.log", tmp.0.display()),
+    }))
+    .unwrap();
+    let mut w = Sh {
+        dir: tmp.0.clone(),
+        previous: None,
+        scripts: Vec::new(),
+    };
+    let out = tick(&mut w, &c);
+    assert_eq!(out.pid, None);
+    let err = out.detail["error"].as_str().unwrap();
+    assert!(
+        err.contains("docuum exited with 2 right after its start"),
+        "{err}"
+    );
+    assert!(err.contains("cannot connect to docker"), "{err}");
+}
+
+#[test]
+fn the_prune_script_quotes_its_value() {
+    assert_eq!(
+        prune_script("20GB"),
+        "docker image prune -f 2>&1; echo \"@@quarry-exit=$?\"; docker builder prune -f \
+         --keep-storage 20GB 2>&1; echo \"@@quarry-exit=$?\""
+    );
+    let c = config(json!({"state_dir": "/var/lib/it's here"})).unwrap();
+    assert!(launch_script(&c).contains("XDG_DATA_HOME='/var/lib/it'\\''s here'"));
+}

@@ -1,0 +1,335 @@
+//! image_cleanup against real parts: a private dockerd of its own (docuum evicts images, so
+//! it must not share a daemon with the other tests), a real rl-rock rocklet, real docuum from
+//! crates.io (scripts/test.sh installs it and sets QUARRY_TEST_DOCUUM_BIN).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quarry_host::report::WorkerOutcome;
+use quarry_host::run::{WorkerRun, run_tick, uninstall};
+use quarry_host::workers::{self, Limits, WorkerAddr};
+use serde_json::json;
+
+use crate::harness::*;
+use crate::support::rocklet::RockletProcess;
+
+/// docuum installed by scripts/test.sh (`cargo install --locked docuum`).
+fn docuum_bin() -> String {
+    std::env::var("QUARRY_TEST_DOCUUM_BIN").unwrap_or_else(|_| {
+        panic!("QUARRY_TEST_DOCUUM_BIN is not set: run scripts/test.sh, which installs docuum")
+    })
+}
+
+/// A dockerd of this test's own (Debian docker.io), stopped by pid when dropped.
+struct PrivateDockerd {
+    child: Child,
+    host: String,
+    dir: PathBuf,
+}
+
+impl PrivateDockerd {
+    fn start(dir: &Path) -> PrivateDockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let host = format!("unix://{}/docker.sock", dir.display());
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(&host)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start dockerd (scripts/test-dockerd.sh installs docker.io)");
+        let d = PrivateDockerd {
+            child,
+            host,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.try_docker(&["info"]).0 {
+            assert!(
+                Instant::now() < deadline,
+                "private dockerd not ready after 60 s; see {}/dockerd.log",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn try_docker(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success(), text)
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let (ok, out) = self.try_docker(args);
+        assert!(ok, "docker {args:?} failed against {}", self.host);
+        out
+    }
+
+    /// Imports an image of one file with `mib` MiB of random bytes as `tag`.
+    fn import(&self, tag: &str, mib: usize) {
+        let root = self
+            .dir
+            .join(format!("rootfs-{}", tag.replace([':', '/'], "_")));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut bytes = vec![0u8; mib << 20];
+        let mut f = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::Read::read_exact(&mut f, &mut bytes).unwrap();
+        std::fs::write(root.join("blob"), bytes).unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["import", "-", tag])
+            .stdin(tar.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker import {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .filter(|l| !l.starts_with("<none>"))
+            .map(String::from)
+            .collect();
+        tags.sort();
+        tags
+    }
+
+    fn dangling(&self) -> usize {
+        self.docker(&["image", "ls", "-q", "--filter", "dangling=true"])
+            .lines()
+            .count()
+    }
+
+    /// Makes one dangling image: a tag imported twice leaves the first image untagged; the
+    /// second is removed again.
+    fn make_dangling(&self, tag: &str) {
+        let before = self.dangling();
+        self.import(tag, 1);
+        self.import(tag, 1);
+        self.docker(&["rmi", tag]);
+        assert_eq!(self.dangling(), before + 1);
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on the dockerd this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn kill(pid: u64) {
+    // SAFETY: plain kill(2) on the docuum this test's task launched.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    within(what, secs, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+fn detail(runs: &[WorkerRun]) -> serde_json::Value {
+    serde_json::Value::Object(runs[0].detail.clone().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_removal() {
+    let tmp = TempDir::new("image-cleanup");
+    // A short path: unix socket paths are limited to 108 bytes.
+    let ddir = PathBuf::from(format!("/tmp/quarry-ic-{}", std::process::id()));
+    let dockerd = PrivateDockerd::start(&ddir);
+    // Oldest first: docuum treats images it has never seen as last used when created.
+    dockerd.import("t/keep:1", 3);
+    dockerd.import("t/old:1", 3);
+    dockerd.import("t/new:1", 3);
+    dockerd.make_dangling("t/dangle:1");
+
+    let rocklet = RockletProcess::start_with_env(&[("DOCKER_HOST", dockerd.host.as_str())]);
+    let rt = runtime(64, Duration::from_secs(30));
+    let set = load(&rt, plugins_dir(&["image_cleanup"]).path()).await;
+    assert!(!set.get("image_cleanup").unwrap().meta().idempotent);
+    let w = workers::connect(
+        &[WorkerAddr::parse(&rocklet.addr, 22555).unwrap()],
+        Limits::default(),
+    );
+    let s = settings(&format!("{}/status", tmp.str()), None, 60);
+    let status = || -> serde_json::Value {
+        let text = std::fs::read_to_string(tmp.path().join("status/image_cleanup_status.json"));
+        serde_json::from_str(&text.unwrap()).unwrap()
+    };
+    let t = task(
+        &set,
+        "image_cleanup",
+        json!({
+            // 9.4 MB of images with a 7 MB threshold: docuum must evict exactly one, the least
+            // recently used that the whitelist does not protect.
+            "disk_threshold": "7 MB",
+            "image_whitelist": ["^t/keep:"],
+            "keep_build_storage": "1MB",
+            "docuum_path": docuum_bin(),
+            "state_dir": format!("{}/docuum-state", tmp.str()),
+            "log_file": format!("{}/docuum.log", tmp.str()),
+        }),
+    );
+
+    // Tick 1: the prune removes the dangling image, docuum starts and evicts t/old.
+    let (r, runs) = within("tick 1", 90, run_tick(&rt, &t, &w, &s)).await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    let d = detail(&runs);
+    assert_eq!(d["action"], "launched", "{d}");
+    assert_eq!(d["prune_exit_code"], 0, "{d}");
+    assert_eq!(dockerd.dangling(), 0, "the prune ran");
+    let pid = status()["pid"].as_u64().unwrap();
+    assert_eq!(d["pid"], pid);
+    assert!(alive(pid));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("docuum"), "{cmdline:?}");
+    wait_for("docuum's first vacuum", 30, || {
+        !dockerd.tags().contains(&"t/old:1".into())
+    })
+    .await;
+    assert_eq!(dockerd.tags(), vec!["t/keep:1", "t/new:1"]);
+
+    // docuum follows Docker's events: a new image makes it evict the least recently used
+    // unprotected one (t/new), never t/keep.
+    dockerd.import("t/newer:1", 3);
+    wait_for("docuum's eviction after an import", 30, || {
+        !dockerd.tags().contains(&"t/new:1".into())
+    })
+    .await;
+    assert_eq!(dockerd.tags(), vec!["t/keep:1", "t/newer:1"]);
+
+    // Tick 2, docuum alive: the prune still runs; docuum is left alone.
+    dockerd.make_dangling("t/dangle:2");
+    let (r, runs) = within("tick 2", 90, run_tick(&rt, &t, &w, &s)).await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Success,
+        "{}",
+        r.to_json()
+    );
+    assert_eq!(detail(&runs)["action"], "prune_only");
+    assert_eq!(
+        dockerd.dangling(),
+        0,
+        "the prune ran while docuum was alive"
+    );
+    assert_eq!(status()["pid"], pid);
+
+    // docuum dies: the next tick starts a new one.
+    kill(pid);
+    wait_for("docuum's death", 10, || !alive(pid)).await;
+    let (r, runs) = within("tick 3", 90, run_tick(&rt, &t, &w, &s)).await;
+    assert_eq!(
+        r.worker_results[0].outcome,
+        WorkerOutcome::Started,
+        "{}",
+        r.to_json()
+    );
+    assert_eq!(detail(&runs)["action"], "launched");
+    let pid2 = status()["pid"].as_u64().unwrap();
+    assert_ne!(pid2, pid);
+    assert!(alive(pid2));
+
+    // Removing the task stops docuum and removes its status file.
+    let report = within("uninstall", 60, uninstall("image_cleanup", &w, &s)).await;
+    let u = &report.worker_results[0];
+    assert_eq!(
+        (u.stopped_pid, u.status_removed),
+        (Some(pid2 as u32), true),
+        "{u:?}"
+    );
+    wait_for("docuum stopped", 10, || !alive(pid2)).await;
+    assert!(!tmp.path().join("status/image_cleanup_status.json").exists());
+
+    drop(rocklet);
+    drop(dockerd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_docuum_fails_with_how_to_install_it_and_is_retried() {
+    let tmp = TempDir::new("no-docuum");
+    let rocklet = RockletProcess::start();
+    let rt = runtime(64, Duration::from_secs(30));
+    let set = load(&rt, plugins_dir(&["image_cleanup"]).path()).await;
+    let w = workers::connect(
+        &[WorkerAddr::parse(&rocklet.addr, 22555).unwrap()],
+        Limits::default(),
+    );
+    let s = settings(tmp.str(), None, 60);
+    let t = task(
+        &set,
+        "image_cleanup",
+        json!({"docuum_path": "quarry-test-no-such-docuum", "keep_build_storage": null}),
+    );
+    for _ in 0..2 {
+        // Not sticky: every tick tries again (and says why it failed).
+        let (r, _) = within("tick", 60, run_tick(&rt, &t, &w, &s)).await;
+        let res = &r.worker_results[0];
+        assert_eq!(res.outcome, WorkerOutcome::Failed, "{}", r.to_json());
+        let err = res.error.as_deref().unwrap();
+        assert!(
+            err.contains("docuum is not installed on this worker"),
+            "{err}"
+        );
+        assert!(err.contains("cargo install --locked docuum"), "{err}");
+    }
+}
