@@ -15,21 +15,28 @@ use crate::harness::*;
 use crate::support::rocklet::RockletProcess;
 
 /// docuum installed by scripts/test.sh (`cargo install --locked docuum`).
-fn docuum_bin() -> String {
+pub fn docuum_bin() -> String {
     std::env::var("QUARRY_TEST_DOCUUM_BIN").unwrap_or_else(|_| {
         panic!("QUARRY_TEST_DOCUUM_BIN is not set: run scripts/test.sh, which installs docuum")
     })
 }
 
 /// A dockerd of this test's own (Debian docker.io), stopped by pid when dropped.
-struct PrivateDockerd {
+pub struct PrivateDockerd {
     child: Child,
-    host: String,
+    /// Its `DOCKER_HOST`.
+    pub host: String,
     dir: PathBuf,
 }
 
 impl PrivateDockerd {
-    fn start(dir: &Path) -> PrivateDockerd {
+    /// Starts one with its files in `dir` (keep the path short: the socket lives there).
+    pub fn start(dir: &Path) -> PrivateDockerd {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Like [`PrivateDockerd::start`], with extra environment variables for dockerd.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> PrivateDockerd {
         std::fs::create_dir_all(dir).unwrap();
         let host = format!("unix://{}/docker.sock", dir.display());
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
@@ -43,6 +50,7 @@ impl PrivateDockerd {
             .arg("--pidfile")
             .arg(dir.join("docker.pid"))
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -75,7 +83,8 @@ impl PrivateDockerd {
         (out.status.success(), text)
     }
 
-    fn docker(&self, args: &[&str]) -> String {
+    /// Runs the docker CLI against this daemon; panics unless it succeeds.
+    pub fn docker(&self, args: &[&str]) -> String {
         let (ok, out) = self.try_docker(args);
         assert!(ok, "docker {args:?} failed against {}", self.host);
         out
@@ -158,12 +167,22 @@ impl Drop for PrivateDockerd {
     }
 }
 
-fn alive(pid: u64) -> bool {
+/// Whether `pid` runs (a zombie does not count).
+pub fn alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+/// Kills a process when dropped, so a failing test leaves no daemon behind.
+pub struct KillOnDrop(pub u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
     }
 }
 
@@ -238,6 +257,7 @@ async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_re
     assert_eq!(d["prune_exit_code"], 0, "{d}");
     assert_eq!(dockerd.dangling(), 0, "the prune ran");
     let pid = status()["pid"].as_u64().unwrap();
+    let _reap = KillOnDrop(pid);
     assert_eq!(d["pid"], pid);
     assert!(alive(pid));
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
@@ -286,6 +306,7 @@ async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_re
     );
     assert_eq!(detail(&runs)["action"], "launched");
     let pid2 = status()["pid"].as_u64().unwrap();
+    let _reap2 = KillOnDrop(pid2);
     assert_ne!(pid2, pid);
     assert!(alive(pid2));
 

@@ -14,6 +14,7 @@ mod image_pull;
 mod languages;
 mod plugins;
 mod reload;
+mod rock_sample;
 mod scheduler;
 mod support;
 mod workers;

@@ -46,6 +46,11 @@ impl RockletProcess {
         Self::spawn(None, "WARNING", env)
     }
 
+    /// Like [`RockletProcess::start_with_env`], with `dir` first on the rocklet's `PATH`.
+    pub fn start_with_path_prefix_and_env(dir: &Path, env: &[(&str, &str)]) -> RockletProcess {
+        Self::spawn(Some(dir), "WARNING", env)
+    }
+
     /// Like [`RockletProcess::start`], logging as a production rocklet does (level INFO): every
     /// request with its whole body, every command and its complete output, in [`Self::log`].
     pub fn start_logging_requests() -> RockletProcess {
