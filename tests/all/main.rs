@@ -9,6 +9,7 @@ mod discovery;
 mod docker_tasks;
 mod e2e;
 mod harness;
+mod hostile;
 mod image_cleanup;
 mod image_pull;
 mod languages;

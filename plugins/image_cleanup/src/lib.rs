@@ -334,9 +334,14 @@ fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
             head(out.stderr.trim(), 300)
         ),
     };
+    let stderr = out.stderr.trim();
     if !tail.is_empty() {
         why.push_str(": ");
         why.push_str(head(&tail.join(" | "), 500));
+    } else if !stderr.is_empty() {
+        // The shell's own complaint, e.g. a log file it cannot create.
+        why.push_str(": ");
+        why.push_str(head(stderr, 500));
     } else if config.log_file.is_none() {
         why.push_str(" (set log_file to keep its output)");
     }
