@@ -1,8 +1,10 @@
 //! Hot reload of the plugins directory.
 //!
-//! A pipeline with one owner: the `notify` watcher only forwards "something changed"; the
-//! owner task debounces, waits until the files are stable (size and mtime unchanged across a
-//! short interval, so a file still being written is not loaded), rescans with
+//! A pipeline with one owner: the `notify` watcher only forwards "something changed" and
+//! whether the event says the file is complete (closed after writing, renamed into place,
+//! removed); the owner task debounces (15 ms after such an event, 100 ms otherwise), waits
+//! when the last event was not a completion until the files are stable (size and mtime
+//! unchanged across 50 ms, so a file still being written is not loaded), rescans with
 //! [`PluginSet::scan`] (which reuses unchanged plugins by content hash and refuses bad files
 //! without touching the good versions), and publishes the new set through a `watch` channel.
 //! Readers take an `Arc` snapshot per tick: runs in flight keep the version they started
@@ -25,11 +27,37 @@ use crate::runtime::Runtime;
 /// bursts.
 pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// Quiet time when the last event says a file is complete (closed after writing, renamed into
+/// place, removed): only to gather a burst of such events into one rescan.
+pub const COMPLETE_DEBOUNCE: Duration = Duration::from_millis(15);
+
 /// A file must keep its size and mtime across this interval to be loaded.
 pub const SETTLE_CHECK: Duration = Duration::from_millis(50);
 
 /// How often the directory is stat-checked even without events.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a change event says about the file it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Closed after writing, renamed into place, or removed: its content is final.
+    Complete,
+    /// Created or written to: more may follow.
+    Partial,
+}
+
+impl Change {
+    fn of(kind: &notify::EventKind) -> Change {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        match kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            | EventKind::Remove(_) => Change::Complete,
+            _ => Change::Partial,
+        }
+    }
+}
 
 /// The running watcher: the latest plugin set, and how many times it was swapped.
 pub struct PluginWatcher {
@@ -48,7 +76,7 @@ impl PluginWatcher {
         initial: Arc<PluginSet>,
         checks: Vec<ParamsCheck>,
     ) -> anyhow::Result<PluginWatcher> {
-        let (events_tx, events) = mpsc::unbounded_channel::<()>();
+        let (events_tx, events) = mpsc::unbounded_channel::<Change>();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(event) = res
@@ -57,7 +85,7 @@ impl PluginWatcher {
                         .iter()
                         .any(|p| p.extension().is_some_and(|e| e == "wasm"))
                 {
-                    let _ = events_tx.send(());
+                    let _ = events_tx.send(Change::of(&event.kind));
                 }
             })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
@@ -130,37 +158,46 @@ struct Owner {
 impl Owner {
     async fn run(
         mut self,
-        mut events: mpsc::UnboundedReceiver<()>,
+        mut events: mpsc::UnboundedReceiver<Change>,
         _watcher: notify::RecommendedWatcher,
     ) {
         let mut seen = fingerprint(&self.dir);
         loop {
-            tokio::select! {
-                ev = events.recv() => if ev.is_none() { return },
+            let mut last = tokio::select! {
+                ev = events.recv() => match ev { Some(c) => c, None => return },
                 _ = tokio::time::sleep(POLL_INTERVAL) => {
                     if fingerprint(&self.dir) == seen {
                         continue;
                     }
+                    Change::Partial
                 }
-            }
-            // Debounce: wait for a quiet period.
+            };
+            // Debounce: wait for a quiet period, short when the last event says a file is
+            // complete, longer while files may still be being written.
             loop {
-                match tokio::time::timeout(RELOAD_DEBOUNCE, events.recv()).await {
-                    Ok(Some(())) => continue,
+                let quiet = match last {
+                    Change::Complete => COMPLETE_DEBOUNCE,
+                    Change::Partial => RELOAD_DEBOUNCE,
+                };
+                match tokio::time::timeout(quiet, events.recv()).await {
+                    Ok(Some(c)) => last = c,
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
-            // Settle: sizes and mtimes unchanged across SETTLE_CHECK.
-            loop {
-                let before = fingerprint(&self.dir);
-                tokio::time::sleep(SETTLE_CHECK).await;
-                let after = fingerprint(&self.dir);
-                if before == after {
-                    seen = after;
-                    break;
+            // Settle (only when the last event did not say the file is complete): sizes and
+            // mtimes unchanged across SETTLE_CHECK.
+            if last == Change::Partial {
+                loop {
+                    let before = fingerprint(&self.dir);
+                    tokio::time::sleep(SETTLE_CHECK).await;
+                    let after = fingerprint(&self.dir);
+                    if before == after {
+                        break;
+                    }
                 }
             }
+            seen = fingerprint(&self.dir);
             while events.try_recv().is_ok() {}
             self.rescan().await;
         }

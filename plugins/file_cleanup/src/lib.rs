@@ -12,10 +12,10 @@
 //!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests).
 //!
 //! Differences from ROCK, on purpose: every command is an argv (no shell, so configured values
-//! cannot inject anything) except the constant `command -v docker`; `find` errors are reported
-//! instead of masked; the outcome lists what was deleted; Docker is optional (absent = nothing
-//! to protect); the target directory itself is never deleted; the Miniforge root is protected
-//! even below a target such as `/tmp`.
+//! cannot inject anything; a worker without the docker CLI answers `not-found` to `docker
+//! ps`); `find` errors are reported instead of masked; the outcome lists what was deleted;
+//! Docker is optional (absent = nothing to protect); the target directory itself is never
+//! deleted; the Miniforge root is protected even below a target such as `/tmp`.
 
 #![deny(missing_docs)]
 
@@ -39,7 +39,7 @@ use crate::params::{Config, Params, TargetConfig};
 /// short simply continues at the next run.
 const FIND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Time limit of the quick checks (`command -v docker`, `test -d`): they return at once
+/// Time limit of the quick checks (`test -d`): they return at once
 /// unless the worker is in trouble.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -258,32 +258,31 @@ struct Refusal {
 /// something that is not a list of names, is an error.
 fn running_containers(worker: &mut impl Worker) -> Result<Docker, Refusal> {
     const REFUSE: &str = "refusing to delete anything";
-    // A constant script (nothing spliced in): `command -v` is a shell builtin, there is no
-    // argv equivalent that works on every worker.
-    let found = worker
-        .execute(Program::Shell("command -v docker"), CHECK_TIMEOUT)
-        .map_err(|e| Refusal {
-            docker: "unknown",
-            message: format!(
-                "could not check whether docker is installed ({}); {REFUSE}",
-                describe_error(&e)
-            ),
-        })?;
-    if found.exit_code != 0 {
-        return Ok(Docker::Absent);
-    }
+    // One call: a worker without the docker CLI answers `not-found` (the host tells a missing
+    // program apart from a failing one), which means no container can need protection.
     let refusal = |why: String| Refusal {
         docker: "present",
         message: format!(
             "docker is installed but listing running containers failed {why}; {REFUSE}"
         ),
     };
-    let ps = worker
-        .execute(
-            argv(["docker", "ps", "--format", "{{.Names}}"]),
-            DOCKER_PS_TIMEOUT,
-        )
-        .map_err(|e| refusal(format!("({})", describe_error(&e))))?;
+    let ps = match worker.execute(
+        argv(["docker", "ps", "--format", "{{.Names}}"]),
+        DOCKER_PS_TIMEOUT,
+    ) {
+        Ok(ps) => ps,
+        Err(Error::NotFound(_)) => return Ok(Docker::Absent),
+        Err(e @ Error::Unreachable(_)) => {
+            return Err(Refusal {
+                docker: "unknown",
+                message: format!(
+                    "could not check whether docker is installed ({}); {REFUSE}",
+                    describe_error(&e)
+                ),
+            });
+        }
+        Err(e) => return Err(refusal(format!("({})", describe_error(&e)))),
+    };
     if ps.exit_code != 0 {
         return Err(refusal(format!(
             "(exit {}): {}",
