@@ -96,7 +96,8 @@ impl PrivateDockerd {
             .dir
             .join(format!("rootfs-{}", tag.replace([':', '/'], "_")));
         std::fs::create_dir_all(&root).unwrap();
-        let mut bytes = vec![0u8; mib << 20];
+        // A few random bytes at least, so that every import is a distinct image.
+        let mut bytes = vec![0u8; (mib << 20).max(64)];
         let mut f = std::fs::File::open("/dev/urandom").unwrap();
         std::io::Read::read_exact(&mut f, &mut bytes).unwrap();
         std::fs::write(root.join("blob"), bytes).unwrap();
@@ -138,14 +139,17 @@ impl PrivateDockerd {
             .count()
     }
 
-    /// Makes one dangling image: a tag imported twice leaves the first image untagged; the
-    /// second is removed again.
-    fn make_dangling(&self, tag: &str) {
+    /// Makes one dangling image and returns its short id: a tag imported twice leaves the
+    /// first image untagged; the second is removed again. Both are a few bytes, so they never
+    /// move docuum's threshold.
+    fn make_dangling(&self, tag: &str) -> String {
         let before = self.dangling();
-        self.import(tag, 1);
-        self.import(tag, 1);
+        self.import(tag, 0);
+        self.import(tag, 0);
         self.docker(&["rmi", tag]);
-        assert_eq!(self.dangling(), before + 1);
+        let ids = self.docker(&["image", "ls", "-q", "--filter", "dangling=true"]);
+        assert_eq!(ids.lines().count(), before + 1);
+        ids.lines().next().unwrap().to_string()
     }
 }
 
@@ -284,7 +288,7 @@ async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_re
     assert_eq!(dockerd.tags(), vec!["t/keep:1", "t/newer:1"]);
 
     // Tick 2, docuum alive: the prune still runs; docuum is left alone.
-    dockerd.make_dangling("t/dangle:2");
+    let dangling = dockerd.make_dangling("t/dangle:2");
     let (r, runs) = within("tick 2", 90, run_tick(&rt, &t, &w, &s)).await;
     assert_eq!(
         r.worker_results[0].outcome,
@@ -292,11 +296,13 @@ async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_re
         "{}",
         r.to_json()
     );
-    assert_eq!(detail(&runs)["action"], "prune_only");
-    assert_eq!(
-        dockerd.dangling(),
-        0,
-        "the prune ran while docuum was alive"
+    let d = detail(&runs);
+    assert_eq!(d["action"], "prune_only");
+    assert_eq!(dockerd.dangling(), 0);
+    let pruned = d["prune_output_head"].as_str().unwrap_or_default();
+    assert!(
+        pruned.contains(&dangling),
+        "the prune (not docuum) removed {dangling} while docuum was alive: {pruned}"
     );
     assert_eq!(status()["pid"], pid);
 
