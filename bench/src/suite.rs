@@ -198,6 +198,18 @@ impl Side {
     pub fn calls_total(&self) -> f64 {
         self.calls_per_worker.values().sum()
     }
+    /// HTTP calls per worker in the tick(s) that `wall` measures. Quarry's first tick also
+    /// reads each status file once (after that it remembers what it wrote), so with more than
+    /// one tick the steady ticks make the whole number below the average; with one tick, the
+    /// average is that tick's count.
+    pub fn calls_measured(&self) -> f64 {
+        let avg = self.calls_total();
+        if self.ticks.len() > 1 {
+            avg.floor()
+        } else {
+            avg.round()
+        }
+    }
     /// `success` when every tick succeeded on every worker, else what went wrong.
     pub fn outcome(&self) -> String {
         if let Some(e) = &self.error {
