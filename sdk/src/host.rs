@@ -15,6 +15,9 @@ pub trait ErrorExt {
     fn kind(&self) -> &'static str;
     /// The message, which names the worker and the object.
     fn message(&self) -> &str;
+    /// `kind: message` for a report, the kind in words: `not found`, `timeout`,
+    /// `unreachable`, `rejected`, `error`.
+    fn describe(&self) -> String;
 }
 
 impl ErrorExt for Error {
@@ -36,6 +39,17 @@ impl ErrorExt for Error {
             | Error::Rejected(m)
             | Error::Other(m) => m,
         }
+    }
+
+    fn describe(&self) -> String {
+        let kind = match self {
+            Error::NotFound(_) => "not found",
+            Error::Timeout(_) => "timeout",
+            Error::Unreachable(_) => "unreachable",
+            Error::Rejected(_) => "rejected",
+            Error::Other(_) => "error",
+        };
+        format!("{kind}: {}", self.message())
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`Task`] and [`export_task!`]: what a task implements and how it is exported.
 //! - [`host`]: the calls a task makes to its worker, and [`host::Command`] to build commands.
 //! - [`shell`]: quoting for the rare case where a task must run a shell script.
+//! - [`text`]: cutting long output for reports.
 //! - [`Metadata`], [`Outcome`], [`Status`]: what a task reports.
 //!
 //! ```no_run
@@ -60,6 +61,7 @@
 
 pub mod host;
 pub mod shell;
+pub mod text;
 
 use serde::de::DeserializeOwned;
 
@@ -160,6 +162,17 @@ impl Outcome {
     pub fn failed(error: impl Into<String>) -> Self {
         let mut o = Self::with(Status::Failed, None, serde_json::Value::Null);
         o.detail.insert("error".into(), error.into().into());
+        o
+    }
+
+    /// A failed run with an error message and further detail fields (after `status` and
+    /// `error`, in their order).
+    pub fn failed_with(
+        error: impl Into<String>,
+        detail: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let mut o = Self::failed(error);
+        o.detail.extend(detail);
         o
     }
 

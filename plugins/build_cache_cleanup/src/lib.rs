@@ -23,6 +23,8 @@ pub mod params;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
+use quarry_sdk::text::head;
 use std::time::Duration;
 
 use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
@@ -151,7 +153,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
                 })
             }
             Err(e) => {
-                let error = describe_error(&e);
+                let error = e.describe();
                 failures.push(format!("{name}: `{command}` did not finish ({error})"));
                 unreachable = matches!(e, Error::Unreachable(_));
                 json!({
@@ -195,24 +197,4 @@ fn combined_output(out: &Output) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
-}
-
-/// The first `max_chars` characters of `text`.
-pub fn head(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

@@ -29,6 +29,8 @@ pub mod params;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
+use quarry_sdk::text::head;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -219,7 +221,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
                     }
                 }
             }
-            Err(error) => return failed(error, detail),
+            Err(error) => return Outcome::failed_with(error, detail),
         }
     }
     detail.insert("listed".into(), listed_counts.into());
@@ -228,7 +230,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     if !listed.is_empty() {
         let now_secs = match worker_clock(worker) {
             Ok(secs) => secs,
-            Err(error) => return failed(error, detail),
+            Err(error) => return Outcome::failed_with(error, detail),
         };
         detail.insert("worker_time".into(), now_secs.into());
         let candidates = inspect_all(
@@ -297,7 +299,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             "container cleanup removed {removed_count} containers but hit {n} error{}: {first}",
             if n == 1 { "" } else { "s" }
         );
-        return failed(error, detail);
+        return Outcome::failed_with(error, detail);
     }
     if tally.deferred > 0 {
         worker.log(
@@ -330,7 +332,7 @@ fn list(
             head(out.stderr.trim(), ERROR_HEAD_CHARS)
         )),
         Err(Error::NotFound(m)) => Err(format!("docker is not installed on the worker ({m})")),
-        Err(e) => Err(format!("{what} did not finish ({})", describe_error(&e))),
+        Err(e) => Err(format!("{what} did not finish ({})", e.describe())),
     }
 }
 
@@ -350,7 +352,7 @@ fn worker_clock(worker: &mut impl Worker) -> Result<i64, String> {
             out.exit_code,
             head(out.stderr.trim(), ERROR_HEAD_CHARS)
         )),
-        Err(e) => Err(format!("{what}: {})", describe_error(&e))),
+        Err(e) => Err(format!("{what}: {})", e.describe())),
     }
 }
 
@@ -373,7 +375,7 @@ fn inspect_all(
                 tally.errors.push(format!(
                     "docker container inspect of {} containers did not finish ({})",
                     chunk.len(),
-                    describe_error(&e)
+                    e.describe()
                 ));
                 tally.aborted = matches!(e, Error::Unreachable(_));
                 continue;
@@ -433,7 +435,7 @@ fn remove_all(worker: &mut impl Worker, candidates: Vec<Candidate>, tally: &mut 
                 tally.errors.push(format!(
                     "docker rm -v of {} containers did not finish ({})",
                     ids.len(),
-                    describe_error(&e)
+                    e.describe()
                 ));
                 tally.aborted = matches!(e, Error::Unreachable(_));
                 continue;
@@ -463,31 +465,4 @@ fn remove_all(worker: &mut impl Worker, candidates: Vec<Candidate>, tally: &mut 
 /// The 12-character short form of a container id.
 fn short(id: &str) -> &str {
     head(id, 12)
-}
-
-/// A failed outcome carrying `error` plus the given detail fields.
-fn failed(error: String, detail: Map<String, Value>) -> Outcome {
-    detail
-        .into_iter()
-        .fold(Outcome::failed(error), |o, (k, v)| o.with_detail(&k, v))
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
-}
-
-/// The first `max_chars` characters of `text`.
-pub fn head(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

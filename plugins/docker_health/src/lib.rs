@@ -23,6 +23,8 @@ pub mod params;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
+use quarry_sdk::text::head;
 use std::time::{Duration, Instant};
 
 use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
@@ -182,12 +184,12 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
             detail.insert("checked_at".into(), checked_at(worker));
             detail.insert("restarted".into(), false.into());
             let error = format!("docker is not installed on the worker ({why})");
-            return failed(error, detail);
+            return Outcome::failed_with(error, detail);
         }
         Health::Unreachable(why) => {
             let mut detail = Map::new();
             detail.insert("restarted".into(), false.into());
-            return failed(format!("worker unreachable: {why}"), detail);
+            return Outcome::failed_with(format!("worker unreachable: {why}"), detail);
         }
         Health::Down(why) => why,
     };
@@ -210,9 +212,9 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
             detail.insert("restarted".into(), false.into());
             let error = format!(
                 "the docker daemon is down ({down}) and the start command `{command}` did not run: {}",
-                describe_error(&e)
+                e.describe()
             );
-            return failed(error, detail);
+            return Outcome::failed_with(error, detail);
         }
     };
     let output = combined_output(&out);
@@ -234,7 +236,7 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
                 format!(": {}", head(first.trim(), ERROR_HEAD_CHARS))
             }
         );
-        return failed(error, detail);
+        return Outcome::failed_with(error, detail);
     }
 
     let window_start = worker.elapsed();
@@ -256,7 +258,7 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
             Health::Unreachable(why) => {
                 detail.insert("recheck_attempts".into(), attempts.into());
                 detail.insert("restarted".into(), false.into());
-                return failed(
+                return Outcome::failed_with(
                     format!("worker unreachable after running `{command}`: {why}"),
                     detail,
                 );
@@ -277,7 +279,7 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
          answer after {}s: {last}",
         RECHECK_WINDOW.as_secs()
     );
-    failed(error, detail)
+    Outcome::failed_with(error, detail)
 }
 
 /// Runs `docker info` and classifies the answer.
@@ -290,10 +292,7 @@ fn docker_info(worker: &mut impl Worker, timeout: Duration) -> Health {
         Ok(out) => Health::Down(info_error(&out)),
         Err(Error::NotFound(m)) => Health::NoDocker(m),
         Err(Error::Unreachable(m)) => Health::Unreachable(m),
-        Err(e) => Health::Down(format!(
-            "docker info did not finish ({})",
-            describe_error(&e)
-        )),
+        Err(e) => Health::Down(format!("docker info did not finish ({})", e.describe())),
     }
 }
 
@@ -380,31 +379,4 @@ fn success(detail: Map<String, Value>) -> Outcome {
     let mut ordered = Map::from_iter([("status".to_string(), Value::from("success"))]);
     ordered.extend(detail);
     Outcome::success(Value::Object(ordered))
-}
-
-/// A failed outcome carrying `error` plus the given detail fields.
-fn failed(error: String, detail: Map<String, Value>) -> Outcome {
-    detail
-        .into_iter()
-        .fold(Outcome::failed(error), |o, (k, v)| o.with_detail(&k, v))
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
-}
-
-/// The first `max_chars` characters of `text`.
-pub fn head(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

@@ -243,13 +243,7 @@ pub fn parse_container_names(stdout: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The first `max_chars` characters of `text`.
-pub fn head(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
-}
+pub use quarry_sdk::text::head;
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,7 @@ pub mod params;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
 use std::time::Duration;
 
 use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
@@ -167,7 +168,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
                 &format!("file_cleanup: {}", refusal.message),
             );
             detail.insert("docker".into(), refusal.docker.into());
-            return failed(refusal.message, detail);
+            return Outcome::failed_with(refusal.message, detail);
         }
     };
     detail.insert("protected_containers".into(), containers.clone().into());
@@ -206,7 +207,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     if let Some((_, first_line)) = failures.first() {
         let dirs: Vec<&str> = failures.iter().map(|(d, _)| d.as_str()).collect();
         let message = format!("cleanup failed in {}: {first_line}", dirs.join(", "));
-        return failed(message, detail);
+        return Outcome::failed_with(message, detail);
     }
     // `status` first, as in ROCK's result.
     let mut ordered = Map::from_iter([("status".to_string(), Value::from("success"))]);
@@ -214,28 +215,9 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     Outcome::success(Value::Object(ordered))
 }
 
-/// A failed outcome carrying `error` plus the given detail fields.
-fn failed(error: String, detail: Map<String, Value>) -> Outcome {
-    detail
-        .into_iter()
-        .fold(Outcome::failed(error), |o, (k, v)| o.with_detail(&k, v))
-}
-
 /// An argv [`Program`] from string slices.
 fn argv<const N: usize>(args: [&str; N]) -> Program {
     Program::Argv(args.map(String::from).to_vec())
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
 }
 
 /// Whether Docker is installed, and which containers run.
@@ -277,11 +259,11 @@ fn running_containers(worker: &mut impl Worker) -> Result<Docker, Refusal> {
                 docker: "unknown",
                 message: format!(
                     "could not check whether docker is installed ({}); {REFUSE}",
-                    describe_error(&e)
+                    e.describe()
                 ),
             });
         }
-        Err(e) => return Err(refusal(format!("({})", describe_error(&e)))),
+        Err(e) => return Err(refusal(format!("({})", e.describe()))),
     };
     if ps.exit_code != 0 {
         return Err(refusal(format!(
@@ -345,7 +327,7 @@ fn clean_target(
             return TargetRun::early(detail, Some(error), false, false);
         }
         Err(e) => {
-            let error = format!("test -d did not finish ({})", describe_error(&e));
+            let error = format!("test -d did not finish ({})", e.describe());
             let detail = json!({ "result": "check_failed", "error": error });
             let abort = matches!(e, Error::Unreachable(_));
             return TargetRun::early(detail, Some(error), abort, false);
@@ -389,10 +371,7 @@ fn clean_target(
                 if exit_code == Some(0) {
                     exit_code = None;
                 }
-                errors.push_str(&format!(
-                    "find ({what}) did not finish: {}\n",
-                    describe_error(&e)
-                ));
+                errors.push_str(&format!("find ({what}) did not finish: {}\n", e.describe()));
                 abort = matches!(e, Error::Unreachable(_));
             }
         }

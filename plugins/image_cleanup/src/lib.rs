@@ -30,6 +30,8 @@ pub mod params;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
+use quarry_sdk::text::head;
 use std::time::Duration;
 
 use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
@@ -159,7 +161,7 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
                     ));
                 }
             }
-            Err(e) => errors.push(format!("the prune did not run: {}", describe_error(&e))),
+            Err(e) => errors.push(format!("the prune did not run: {}", e.describe())),
         },
     }
     detail.insert(
@@ -204,11 +206,7 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
             None => Outcome::success(Value::Object(ordered)),
         };
     }
-    let mut outcome = detail
-        .into_iter()
-        .fold(Outcome::failed(errors.join("; ")), |o, (k, v)| {
-            o.with_detail(&k, v)
-        });
+    let mut outcome = Outcome::failed_with(errors.join("; "), detail);
     outcome.pid = pid;
     outcome
 }
@@ -300,7 +298,7 @@ pub fn launch_script(config: &Config) -> String {
 fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
     let out = worker
         .shell(&launch_script(config), LAUNCH_TIMEOUT)
-        .map_err(|e| format!("launching docuum failed: {}", describe_error(&e)))?;
+        .map_err(|e| format!("launching docuum failed: {}", e.describe()))?;
     let stdout = out.stdout.trim();
     if stdout.contains("@@quarry-missing") {
         return Err(format!(
@@ -346,24 +344,4 @@ fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
         why.push_str(" (set log_file to keep its output)");
     }
     Err(why)
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
-}
-
-/// The first `max_chars` characters of `text`.
-pub fn head(text: &str, max_chars: usize) -> &str {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

@@ -49,6 +49,7 @@ pub mod secret;
 #[cfg(test)]
 mod native_tests;
 
+use quarry_sdk::host::ErrorExt as _;
 use std::time::{Duration, Instant};
 
 use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
@@ -403,10 +404,8 @@ impl<W: Worker> Session<'_, W> {
                 if matches!(e, Error::NotFound(_)) {
                     self.stop.get_or_insert(Stop::NoDocker);
                 }
-                record.error = Some(self.redact(&format!(
-                    "docker pull did not finish ({})",
-                    describe_error(&e)
-                )));
+                record.error =
+                    Some(self.redact(&format!("docker pull did not finish ({})", e.describe())));
             }
         }
         record
@@ -533,7 +532,7 @@ impl<W: Worker> Session<'_, W> {
                     Err(e) => Err(self.redact(&format!(
                         "writing the password to a private temporary directory on the worker \
                          failed ({})",
-                        describe_error(&e)
+                        e.describe()
                     ))),
                 };
                 if result.is_err() {
@@ -549,10 +548,7 @@ impl<W: Worker> Session<'_, W> {
         match result {
             Ok(out) if out.exit_code == 0 => Ok(()),
             Ok(out) => Err(self.exit_error("docker login", &out)),
-            Err(e) => Err(self.redact(&format!(
-                "docker login did not finish ({})",
-                describe_error(&e)
-            ))),
+            Err(e) => Err(self.redact(&format!("docker login did not finish ({})", e.describe()))),
         }
     }
 
@@ -565,7 +561,7 @@ impl<W: Worker> Session<'_, W> {
             Err(e) => {
                 return Err(format!(
                     "mktemp -d did not finish ({})",
-                    self.redact(&describe_error(&e))
+                    self.redact(&e.describe())
                 ));
             }
         };
@@ -613,16 +609,4 @@ fn head(text: &str, max: usize) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
-}
-
-/// A host error as `kind: message`.
-fn describe_error(e: &Error) -> String {
-    let (kind, message) = match e {
-        Error::NotFound(m) => ("not found", m),
-        Error::Timeout(m) => ("timeout", m),
-        Error::Unreachable(m) => ("unreachable", m),
-        Error::Rejected(m) => ("rejected", m),
-        Error::Other(m) => ("error", m),
-    };
-    format!("{kind}: {message}")
 }
