@@ -77,23 +77,23 @@ struct Recorded {
 /// tasks that report no process and at one call (`/proc/<pid>/stat`) for those that do.
 #[derive(Debug, Default)]
 pub struct Tracked {
-    by_worker: std::sync::Mutex<std::collections::HashMap<String, Recorded>>,
+    by_worker: std::sync::Mutex<std::collections::HashMap<crate::workers::WorkerAddr, Recorded>>,
 }
 
 impl Tracked {
     fn get(&self, worker: &Worker) -> Option<Recorded> {
         let map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&worker.addr().to_string()).copied()
+        map.get(worker.addr()).copied()
     }
 
     fn set(&self, worker: &Worker, rec: Recorded) {
         let mut map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(worker.addr().to_string(), rec);
+        map.insert(worker.addr().clone(), rec);
     }
 
     fn forget(&self, worker: &Worker) {
         let mut map = self.by_worker.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&worker.addr().to_string());
+        map.remove(worker.addr());
     }
 }
 
@@ -131,7 +131,7 @@ pub async fn run_on_worker(
         extra: serde_json::Map::new(),
     };
     let write_timeout = STATUS_WRITE_TIMEOUT.min(settings.run_timeout / 4);
-    let skipped = |pid: u32, idempotent: bool| WorkerRun {
+    let skipped = |pid: u32| WorkerRun {
         result: WorkerResult {
             worker_ip: ip.clone(),
             outcome: WorkerOutcome::Skipped,
@@ -142,7 +142,7 @@ pub async fn run_on_worker(
             ("status".to_string(), "skipped".into()),
             (
                 "reason".to_string(),
-                if idempotent {
+                if task.plugin.meta().idempotent {
                     format!("the previous run's job (pid {pid}) is still running")
                 } else {
                     format!("its daemon (pid {pid}) is still running")
@@ -177,7 +177,7 @@ pub async fn run_on_worker(
     if let Some(prev) = previous
         && prev.running
     {
-        return skipped(prev.pid, task.plugin.meta().idempotent);
+        return skipped(prev.pid);
     }
     // A live process the task manages stays on record until the task reports otherwise, so
     // a run that fails part-way does not orphan it.

@@ -17,11 +17,6 @@ fn status(dir: &Path) -> serde_json::Value {
         .unwrap()
 }
 
-fn kill(pid: u64) {
-    // SAFETY: plain kill(2) on a pid this test's task launched.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
     let tmp = TempDir::new("daemons");
@@ -119,16 +114,6 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
 
     for pid in launched {
         kill(pid);
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    // Gone, or a zombie waiting to be reaped, counts as dead.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 

@@ -169,3 +169,28 @@ impl Drop for Container {
             .output();
     }
 }
+
+/// Whether `pid` runs: gone, or a zombie waiting to be reaped, counts as dead.
+pub fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// SIGKILL to a process a test's task launched.
+pub fn kill(pid: u64) {
+    // SAFETY: plain kill(2) on a pid; the tests only pass pids their tasks launched.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Kills a process when dropped, so a failing test leaves no daemon behind.
+pub struct KillOnDrop(pub u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
+    }
+}

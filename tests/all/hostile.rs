@@ -10,7 +10,7 @@ use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
-use crate::image_cleanup::{KillOnDrop, alive, docuum_bin};
+use crate::image_cleanup::docuum_bin;
 use crate::support::rocklet::RockletProcess;
 
 /// Shell fragments that would create `marker` if any layer pasted them into a shell.

@@ -171,30 +171,6 @@ impl Drop for PrivateDockerd {
     }
 }
 
-/// Whether `pid` runs (a zombie does not count).
-pub fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Kills a process when dropped, so a failing test leaves no daemon behind.
-pub struct KillOnDrop(pub u64);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        kill(self.0);
-    }
-}
-
-fn kill(pid: u64) {
-    // SAFETY: plain kill(2) on the docuum this test's task launched.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
 async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     within(what, secs, async {
         while !cond() {

@@ -9,7 +9,7 @@ use quarry_host::report::{RunReport, TickOutcome, WorkerOutcome};
 use quarry_host::scheduler::Server;
 
 use crate::harness::*;
-use crate::image_cleanup::{KillOnDrop, PrivateDockerd, alive, docuum_bin};
+use crate::image_cleanup::{PrivateDockerd, docuum_bin};
 use crate::support::rocklet::RockletProcess;
 
 /// The scheduler section of ROCK's sample `rock-local.yml`, byte for byte.

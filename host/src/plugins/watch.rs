@@ -187,17 +187,17 @@ impl Owner {
             }
             // Settle (only when the last event did not say the file is complete): sizes and
             // mtimes unchanged across SETTLE_CHECK.
+            seen = fingerprint(&self.dir);
             if last == Change::Partial {
                 loop {
-                    let before = fingerprint(&self.dir);
                     tokio::time::sleep(SETTLE_CHECK).await;
                     let after = fingerprint(&self.dir);
-                    if before == after {
+                    if after == seen {
                         break;
                     }
+                    seen = after;
                 }
             }
-            seen = fingerprint(&self.dir);
             while events.try_recv().is_ok() {}
             self.rescan().await;
         }
