@@ -114,7 +114,11 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
     measure::raise_nofile_limit();
     init_logging(args.log_file.as_deref())?;
     let setup_started = Instant::now();
-    let mut runtime = Runtime::new(RuntimeLimits::default())?;
+    // As `quarry serve` builds it: pooled for this concurrency.
+    let (mut runtime, on_demand) = Runtime::for_server(RuntimeLimits::default(), args.concurrency)?;
+    if let Some(why) = on_demand {
+        bail!("quarry serve would instantiate on demand here: {why}");
+    }
     if let Some(dir) = &args.cache_dir {
         runtime = runtime.with_compile_cache(dir);
     }

@@ -439,7 +439,11 @@ impl Server {
     /// Loads the config and the plugins, checks the tasks, and starts scheduling.
     pub async fn start(config_path: &Path) -> anyhow::Result<Server> {
         let cfg = Config::load(config_path)?;
-        let mut runtime = Runtime::new(runtime_limits(&cfg))?;
+        let limits = runtime_limits(&cfg);
+        let (mut runtime, on_demand) = Runtime::for_server(limits, cfg.concurrency)?;
+        if let Some(why) = on_demand {
+            tracing::warn!("instantiating on demand (slower per run): {why}");
+        }
         if let Some(dir) = &cfg.cache_dir {
             runtime = runtime.with_compile_cache(dir);
         }
@@ -460,6 +464,7 @@ impl Server {
         tracing::info!(
             tasks = tasks.len(),
             workers = env.workers.borrow().len(),
+            pool_slots = rt.pool_slots().unwrap_or(0),
             reports = %cfg.report_dir.display(),
             status_dir = %cfg.status_dir,
             "quarry serving"
@@ -505,6 +510,16 @@ impl Server {
             if !same {
                 tracing::warn!("{what} changed: it takes effect at the next restart");
             }
+        }
+        if let Some(slots) = self.rt.pool_slots()
+            && crate::runtime::server_pool_slots(cfg.concurrency).is_none_or(|n| n > slots)
+        {
+            tracing::warn!(
+                concurrency = cfg.concurrency,
+                pool_slots = slots,
+                "quarry.concurrency grew beyond the instance pool sized at start: \
+                 runs wait for free slots until the next restart"
+            );
         }
         self.watcher.set_checks(params_checks(&cfg));
         if sources(&cfg) != sources(&self.cfg) {

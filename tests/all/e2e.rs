@@ -549,3 +549,35 @@ async fn the_pooling_allocator_runs_tasks_and_keeps_the_memory_limit() {
         report.to_json()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_pool_wait_for_a_slot_instead_of_failing() {
+    // One slot, three ticks at once: wasmtime's pool would refuse the second and third
+    // instantiation; the runtime makes them wait for the slot instead.
+    let tmp = TempDir::new("pool-wait");
+    let rt = Arc::new(
+        quarry_host::runtime::Runtime::new_pooled(
+            quarry_host::runtime::RuntimeLimits::default(),
+            1,
+        )
+        .unwrap(),
+    );
+    assert_eq!(rt.pool_slots(), Some(1));
+    let set = load(&rt, plugins_dir(&["probe"]).path()).await;
+    let local = workers::connect(&[WorkerAddr::Local], Limits::default());
+    let sleepy = task(&set, "probe", json!({"mode": "sleep", "secs": "0.2"}));
+    let dirs: Vec<String> = (0..3).map(|i| format!("{}/s{i}", tmp.str())).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| settings(&dirs[i], None, 10));
+    let (ra, rb, rc) = within("three ticks on one slot", 30, async {
+        tokio::join!(
+            run_tick(&rt, &sleepy, &local, &a),
+            run_tick(&rt, &sleepy, &local, &b),
+            run_tick(&rt, &sleepy, &local, &c),
+        )
+    })
+    .await;
+    let results = [ra, rb, rc];
+    for (report, _) in &results {
+        assert_eq!(report.outcome, TickOutcome::Success, "{}", report.to_json());
+    }
+}

@@ -44,6 +44,19 @@ const GUEST_STDERR_CAP_BYTES: usize = 16 << 10;
 /// Budget for `describe` and `validate-config`, which must not touch workers.
 pub const METADATA_CALL_BUDGET: Duration = Duration::from_secs(5);
 
+/// The most pool slots [`server_pool_slots`] asks for: 4 memories of ~4 GiB of address space
+/// each per slot is 16 TiB at this size, well inside x86-64's and aarch64's 128 TiB.
+pub const MAX_POOL_SLOTS: u32 = 1024;
+
+/// Pool slots for a server whose tasks each run on up to `concurrency` workers at once: room
+/// for two tasks ticking together plus `describe`/`validate-config` calls. `None` (use the
+/// on-demand allocator) when that exceeds [`MAX_POOL_SLOTS`]: a pool must never be what limits
+/// the configured concurrency.
+pub fn server_pool_slots(concurrency: usize) -> Option<u32> {
+    let slots = concurrency.checked_mul(2)?.checked_add(16)?;
+    u32::try_from(slots).ok().filter(|&n| n <= MAX_POOL_SLOTS)
+}
+
 /// Limits applied to every store.
 #[derive(Clone, Copy, Debug)]
 pub struct RuntimeLimits {
@@ -67,6 +80,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<RunState>,
     limits: RuntimeLimits,
+    /// With the pooling allocator: one permit per pool slot, held by every live store.
+    slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
     cache: Option<CompileCache>,
     stats: CompileStats,
     _ticker: EpochTicker,
@@ -87,34 +102,73 @@ impl Runtime {
         Self::build(limits, None)
     }
 
-    /// Like [`Runtime::new`], with wasmtime's pooling allocator: memories and instances for
-    /// up to `concurrent_runs` runs are reserved up front and reused, which makes
-    /// instantiation cheaper at the cost of reserved (virtual) memory. Each run's memory is
-    /// then also capped by the pool's slot size (`limits.memory_bytes`).
-    pub fn new_pooled(limits: RuntimeLimits, concurrent_runs: u32) -> anyhow::Result<Self> {
+    /// Like [`Runtime::new`], with wasmtime's pooling allocator: instances, memories, tables
+    /// and fiber stacks for `slots` simultaneous stores (runs, `describe`, `validate-config`)
+    /// are reserved up front and reused, which roughly halves the cost of a run (no
+    /// `mmap`/`munmap` and fewer page faults per run) at the cost of reserved virtual address
+    /// space (a few GiB per slot, nothing resident). A store beyond `slots` waits for a free
+    /// slot before its deadline starts, so the pool never runs out. Each run's memory is also
+    /// capped by the slot size (`limits.memory_bytes`).
+    ///
+    /// Fails when the address space cannot be reserved (e.g. under `ulimit -v`); see
+    /// [`Runtime::for_server`] for the fallback.
+    pub fn new_pooled(limits: RuntimeLimits, slots: u32) -> anyhow::Result<Self> {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
-        let runs = concurrent_runs.max(1);
-        // Python components (componentize-py) hold 14 core instances; leave room.
+        let runs = slots.max(1);
+        // A Rust component has 1 core instance and 1 memory; a componentize-py one has 14 core
+        // instances and a few memories. Instances beyond these per-slot budgets fail to
+        // instantiate with wasmtime's message, which names the limit.
         pool.total_component_instances(runs)
-            .total_core_instances(runs * 32)
-            .total_memories(runs * 8)
-            .total_tables(runs * 32)
+            .total_core_instances(runs.saturating_mul(32))
+            .total_memories(runs.saturating_mul(4))
+            .total_tables(runs.saturating_mul(32))
+            .total_stacks(runs)
             .max_core_instances_per_component(32)
             .max_memories_per_component(8)
             .max_tables_per_component(32)
             .max_memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
-        Self::build(limits, Some(pool))
+        Self::build(limits, Some((pool, runs)))
+    }
+
+    /// The runtime `quarry serve` uses for tasks that each run on up to `concurrency` workers
+    /// at once: pooled ([`server_pool_slots`]) when the pool fits and its address space can be
+    /// reserved, else on-demand, with the reason (for a warning). Both behave the same; the
+    /// pooled one is cheaper per run.
+    pub fn for_server(
+        limits: RuntimeLimits,
+        concurrency: usize,
+    ) -> anyhow::Result<(Self, Option<String>)> {
+        let Some(slots) = server_pool_slots(concurrency) else {
+            let why = format!(
+                "concurrency {concurrency} needs more than {MAX_POOL_SLOTS} instance pool slots"
+            );
+            return Self::new(limits).map(|rt| (rt, Some(why)));
+        };
+        match Self::new_pooled(limits, slots) {
+            Ok(rt) => Ok((rt, None)),
+            Err(e) => {
+                let why = format!("reserving {slots} instance pool slots failed: {e:#}");
+                Self::new(limits).map(|rt| (rt, Some(why)))
+            }
+        }
+    }
+
+    /// Whether this runtime uses the pooling allocator, and with how many slots.
+    pub fn pool_slots(&self) -> Option<u32> {
+        self.slots.as_ref().map(|(_, n)| *n)
     }
 
     fn build(
         limits: RuntimeLimits,
-        pool: Option<wasmtime::PoolingAllocationConfig>,
+        pool: Option<(wasmtime::PoolingAllocationConfig, u32)>,
     ) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        if let Some(pool) = pool {
+        let mut slots = None;
+        if let Some((pool, n)) = pool {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            slots = Some((Arc::new(tokio::sync::Semaphore::new(n as usize)), n));
         }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
@@ -131,6 +185,7 @@ impl Runtime {
             engine,
             linker,
             limits,
+            slots,
             cache: None,
             stats: CompileStats::default(),
             _ticker: ticker,
@@ -183,6 +238,14 @@ impl Runtime {
         &self.linker
     }
 
+    /// A pool slot for one store (waits while all are in use); `None` without a pool. Hold it
+    /// until the store is dropped: declare it before the store.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (sem, _) = self.slots.as_ref()?;
+        // The semaphore is never closed.
+        sem.clone().acquire_owned().await.ok()
+    }
+
     /// A fresh store for one call sequence, ending at `deadline`.
     fn store(&self, ctx: CallContext, deadline: Instant) -> Store<RunState> {
         let stderr = GuestStderr::default();
@@ -233,6 +296,7 @@ impl Runtime {
         budget: Duration,
         previous_pid: Option<u32>,
     ) -> Result<RunOutcome, RunError> {
+        let _slot = self.slot().await;
         let deadline = Instant::now() + budget;
         let ctx = CallContext::Run {
             task: task.to_string(),
@@ -262,6 +326,7 @@ impl Runtime {
         &self,
         pre: &bindings::TaskPluginPre<RunState>,
     ) -> Result<crate::task::TaskMeta, String> {
+        let _slot = self.slot().await;
         let deadline = Instant::now() + METADATA_CALL_BUDGET;
         let mut store = self.store(CallContext::Metadata, deadline);
         let call = async {
@@ -285,6 +350,7 @@ impl Runtime {
         plugin: &Plugin,
         params: &str,
     ) -> Result<Result<(), String>, RunError> {
+        let _slot = self.slot().await;
         let deadline = Instant::now() + METADATA_CALL_BUDGET;
         let mut store = self.store(CallContext::Metadata, deadline);
         let call = async {
