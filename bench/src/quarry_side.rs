@@ -59,6 +59,17 @@ async fn load_one(rt: &Arc<Runtime>, dir: &Path, task: &str) -> anyhow::Result<T
     Ok(TaskRunParts { plugin })
 }
 
+/// The runtime limits of every child: `quarry serve`'s defaults, except that
+/// `QUARRY_BENCH_COMPILE=optimized` selects `quarry.compile: optimized` (for side-by-side runs
+/// of the two compile modes).
+fn limits() -> RuntimeLimits {
+    let mut limits = RuntimeLimits::default();
+    if std::env::var("QUARRY_BENCH_COMPILE").as_deref() == Ok("optimized") {
+        limits.compile = quarry_host::runtime::CompileMode::Optimized;
+    }
+    limits
+}
+
 struct TaskRunParts {
     plugin: Arc<quarry_host::runtime::Plugin>,
 }
@@ -115,7 +126,7 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
     init_logging(args.log_file.as_deref())?;
     let setup_started = Instant::now();
     // As `quarry serve` builds it: pooled for this concurrency.
-    let (mut runtime, on_demand) = Runtime::for_server(RuntimeLimits::default(), args.concurrency)?;
+    let (mut runtime, on_demand) = Runtime::for_server(limits(), args.concurrency)?;
     if let Some(why) = on_demand {
         bail!("quarry serve would instantiate on demand here: {why}");
     }
@@ -227,9 +238,9 @@ pub struct OverheadArgs {
 pub async fn overhead(args: OverheadArgs) -> anyhow::Result<()> {
     let mut runtime = if args.pooling {
         // Room for every run in flight, plus the load-time `describe`.
-        Runtime::new_pooled(RuntimeLimits::default(), args.in_flight.max(1) as u32 + 2)?
+        Runtime::new_pooled(limits(), args.in_flight.max(1) as u32 + 2)?
     } else {
-        Runtime::new(RuntimeLimits::default())?
+        Runtime::new(limits())?
     };
     if let Some(dir) = &args.cache_dir {
         runtime = runtime.with_compile_cache(dir);
@@ -351,7 +362,7 @@ pub struct ReloadArgs {
 pub async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     use quarry_host::plugins::watch::PluginWatcher;
 
-    let mut runtime = Runtime::new(RuntimeLimits::default())?;
+    let mut runtime = Runtime::new(limits())?;
     if let Some(dir) = &args.cache_dir {
         runtime = runtime.with_compile_cache(dir);
     }
@@ -443,7 +454,7 @@ pub struct RestartArgs {
 /// times from spawn to the `ready` line.
 pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let mut runtime = Runtime::new(RuntimeLimits::default())?;
+    let mut runtime = Runtime::new(limits())?;
     if let Some(dir) = &args.cache_dir {
         runtime = runtime.with_compile_cache(dir);
     }

@@ -241,6 +241,7 @@ async fn run_once(
     let rt = runtime(RuntimeLimits {
         memory_bytes: args.memory_bytes,
         call_timeout: Duration::from_secs(config::DEFAULT_CALL_TIMEOUT_SECS).min(args.timeout),
+        ..Default::default()
     })?;
     let plugins = PluginSet::load_dir(&rt, &args.plugins_dir).await?;
     let name = plugin_name_for_class(&args.task);

@@ -116,6 +116,8 @@ pub struct RawQuarry {
     pub memory_limit_mib: Option<u64>,
     /// Directory of the compile cache; `none` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// `fast` (default) or `optimized`.
+    pub compile: Option<crate::runtime::CompileMode>,
 }
 
 /// A validated configuration.
@@ -151,6 +153,8 @@ pub struct Config {
     pub memory_limit_bytes: u64,
     /// Compile cache directory, if any.
     pub cache_dir: Option<PathBuf>,
+    /// How plugins are compiled.
+    pub compile: crate::runtime::CompileMode,
 }
 
 /// One validated task entry.
@@ -421,6 +425,7 @@ impl Config {
             call_timeout: Duration::from_secs(call),
             memory_limit_bytes: mem << 20,
             cache_dir,
+            compile: q.compile.unwrap_or_default(),
         })
     }
 }

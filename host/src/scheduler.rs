@@ -114,6 +114,7 @@ pub fn runtime_limits(cfg: &Config) -> RuntimeLimits {
     RuntimeLimits {
         memory_bytes: cfg.memory_limit_bytes,
         call_timeout: cfg.call_timeout,
+        compile: cfg.compile,
     }
 }
 
@@ -506,6 +507,7 @@ impl Server {
                 cfg.call_timeout == self.cfg.call_timeout,
             ),
             ("quarry.cache_dir", cfg.cache_dir == self.cfg.cache_dir),
+            ("quarry.compile", cfg.compile == self.cfg.compile),
         ] {
             if !same {
                 tracing::warn!("{what} changed: it takes effect at the next restart");

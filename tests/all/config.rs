@@ -138,6 +138,7 @@ fn quarry_settings_and_rock_defaults() {
         (8, 30, 20)
     );
     assert_eq!(cfg.memory_limit_bytes, 64 << 20);
+    assert_eq!(cfg.compile, quarry_host::runtime::CompileMode::Optimized);
     assert_eq!(
         cfg.tasks[0].interval, None,
         "no interval: the plugin's default applies"
@@ -149,6 +150,7 @@ fn quarry_settings_and_rock_defaults() {
     assert_eq!(sample.tasks[0].interval, Some(Duration::from_secs(360)));
     assert_eq!(sample.workers, vec![WorkerAddr::Local]);
     assert_eq!(sample.worker_cache_ttl.as_secs(), 43200);
+    assert_eq!(sample.compile, quarry_host::runtime::CompileMode::Fast);
 }
 
 #[test]

@@ -512,6 +512,7 @@ async fn the_pooling_allocator_runs_tasks_and_keeps_the_memory_limit() {
     let limits = quarry_host::runtime::RuntimeLimits {
         memory_bytes: 64 << 20,
         call_timeout: Duration::from_secs(10),
+        ..Default::default()
     };
     let rt = Arc::new(quarry_host::runtime::Runtime::new_pooled(limits, 4).unwrap());
     let set = load(&rt, plugins_dir(&["probe"]).path()).await;

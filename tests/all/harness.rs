@@ -72,6 +72,7 @@ pub fn runtime(memory_mib: u64, call_timeout: Duration) -> Arc<Runtime> {
         Runtime::new(RuntimeLimits {
             memory_bytes: memory_mib << 20,
             call_timeout,
+            ..Default::default()
         })
         .unwrap(),
     )

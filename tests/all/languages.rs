@@ -43,6 +43,7 @@ async fn python_javascript_and_c_tasks_run_against_a_real_rocklet() {
         Runtime::new(RuntimeLimits {
             memory_bytes: 256 << 20,
             call_timeout: Duration::from_secs(30),
+            ..Default::default()
         })
         .unwrap()
         .with_compile_cache(cache),
