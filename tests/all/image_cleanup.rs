@@ -101,7 +101,7 @@ impl PrivateDockerd {
         let mut f = std::fs::File::open("/dev/urandom").unwrap();
         std::io::Read::read_exact(&mut f, &mut bytes).unwrap();
         std::fs::write(root.join("blob"), bytes).unwrap();
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -111,9 +111,10 @@ impl PrivateDockerd {
         let out = Command::new("docker")
             .env("DOCKER_HOST", &self.host)
             .args(["import", "-", tag])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of {tag}'s rootfs failed");
         assert!(
             out.status.success(),
             "docker import {tag}: {}",
