@@ -1,9 +1,11 @@
-//! Building the `find` argument vectors, and reading what they print.
+//! Building the `find` expressions (pure: no host calls).
 //!
-//! Everything here is pure: no host calls. The vectors go to the worker as argv (no shell), so
-//! a configured value always stays one argument, whatever quotes, `$()` or spaces it contains.
-//! `find -path` takes a glob, though, so the literal parts of every pattern are escaped with
-//! [`glob_escape`].
+//! The worker script ([`crate::script`]) runs `find "$dir" <options> <its own exclusions>
+//! <expression>` for each pass, every element here being one positional argument: a configured
+//! value always stays one argument, whatever quotes, `$()` or spaces it contains. `find -path`
+//! takes a glob, though, so the literal parts of every pattern are escaped with
+//! [`glob_escape`]; the script receives the glob-escaped target too, for the directories of
+//! running containers (`<escaped target>/<name>`, which it adds at run time).
 //!
 //! Exclusion forms (as ROCK):
 //! - absolute (`/data/keep`): that path, without a trailing `/`;
@@ -11,8 +13,8 @@
 //!   `/` characters and all trailing `/` stripped;
 //! - a plain name (`docuum.log`): `*/<name>`, that name at any depth.
 //!
-//! A file exclusion P adds `-not -path P` to the file `find`; a directory exclusion adds
-//! `-not -path P -not -path P/*` to both `find`s, so neither the directory nor anything below
+//! A file exclusion P adds `-not -path P` to the file pass; a directory exclusion adds
+//! `-not -path P -not -path P/*` to both passes, so neither the directory nor anything below
 //! it is deleted.
 
 use crate::params::{MINIFORGE_ROOT, TargetConfig, normal_components};
@@ -20,15 +22,9 @@ use crate::params::{MINIFORGE_ROOT, TargetConfig, normal_components};
 /// The characters `find -path` (fnmatch(3) without `FNM_NOESCAPE`) treats specially.
 const GLOB_META: &[char] = &['*', '?', '[', ']', '\\'];
 
-/// At most this many deleted paths are listed per directory and kind in the outcome; the
-/// counts are always complete (unless the worker's output was truncated).
+/// At most this many deleted paths are listed per directory and pass in the outcome; the
+/// counts are always complete (unless the worker's output was cut).
 pub const MAX_LISTED_PATHS: usize = 200;
-
-/// How the host marks a command output it cut at its size limit (`...[quarry: N more bytes
-/// truncated]` on a line of its own). The WIT interface does not expose this, so it is
-/// recognised by its text.
-const TRUNCATION_MARKER_START: &str = "...[quarry: ";
-const TRUNCATION_MARKER_END: &str = " more bytes truncated]";
 
 /// Escapes glob metacharacters so that `find -path` matches `literal` exactly.
 pub fn glob_escape(literal: &str) -> String {
@@ -90,9 +86,10 @@ pub struct Exclusions {
     pub dirs: Vec<String>,
 }
 
-/// Builds the exclusions of `target`: its configured ones, one directory per protected
-/// (running) container `<target>/<name>`, and the Miniforge root when it lies below the target.
-pub fn exclusions(target: &TargetConfig, protected_containers: &[String]) -> Exclusions {
+/// Builds the exclusions of `target`: its configured ones, and the Miniforge root when it
+/// lies below the target. (The directories of running containers are added by the worker
+/// script, which lists them in the same call.)
+pub fn exclusions(target: &TargetConfig) -> Exclusions {
     let files = target
         .exclude_files
         .iter()
@@ -103,11 +100,6 @@ pub fn exclusions(target: &TargetConfig, protected_containers: &[String]) -> Exc
         .iter()
         .map(|v| exclusion_pattern(&target.path, v))
         .collect();
-    dirs.extend(
-        protected_containers
-            .iter()
-            .map(|name| format!("{}/{}", glob_escape(&target.path), glob_escape(name))),
-    );
     // ROCK only refuses targets *at or below* the Miniforge root; a target above it (`/tmp`)
     // would still reach into it. Quarry protects it there too.
     if MINIFORGE_ROOT.starts_with(&format!("{}/", target.path)) {
@@ -123,124 +115,93 @@ fn push_dir_exclusions(argv: &mut Vec<String>, dirs: &[String]) {
     }
 }
 
-/// `find <dir> <exclusions> -type f ( -mmin +N -o -size +Bc ) -delete -print`: deletes files
-/// older than `max_age_mins` or larger than `max_bytes`, printing each one deleted.
-///
-/// `-delete` comes before `-print` (ROCK's order would be irrelevant, it printed nothing):
-/// `-delete` is true only when the removal succeeded, so a file that could not be removed is
-/// reported on stderr and not listed as deleted.
-pub fn delete_files_argv(
-    dir: &str,
-    excl: &Exclusions,
-    max_age_mins: u64,
-    max_bytes: u64,
-) -> Vec<String> {
-    let mut argv: Vec<String> = vec!["find".into(), dir.into()];
-    for p in &excl.files {
-        argv.extend(["-not".into(), "-path".into(), p.clone()]);
-    }
-    push_dir_exclusions(&mut argv, &excl.dirs);
-    argv.extend(
-        [
-            "-type",
-            "f",
-            "(",
-            "-mmin",
-            &format!("+{max_age_mins}"),
-            "-o",
-            "-size",
-            &format!("+{max_bytes}c"),
-            ")",
-            "-delete",
-            "-print",
-        ]
-        .map(String::from),
-    );
-    argv
+/// One `find` pass over a target, without the start directory: `find <dir> <options>
+/// <tests and actions>`. The worker script puts its own exclusions (its temp files, the
+/// running containers' directories) between the two parts, where they are ANDed with the
+/// expression: it is a plain chain of tests and actions, no top-level `-o`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindPass {
+    /// Global options, which GNU `find` wants before any test.
+    pub options: Vec<String>,
+    /// The exclusions, the tests and the actions.
+    pub expression: Vec<String>,
 }
 
-/// `find <dir> -mindepth 1 -depth <dir exclusions> -type d -empty -mmin +N -delete -print`:
-/// removes empty directories not modified for `max_age_mins` (the age guard spares new,
-/// still-empty sandbox log directories), deepest first.
+fn push_strs(argv: &mut Vec<String>, items: &[&str]) {
+    argv.extend(items.iter().map(|s| s.to_string()));
+}
+
+/// The file pass: `<exclusions> -type f ( -mmin +N -o -size +Bc ) -delete -print0`: deletes
+/// files older than `max_age_mins` or larger than `max_bytes`, printing each one deleted.
+///
+/// `-delete` comes before `-print0` (ROCK's order would be irrelevant, it printed nothing):
+/// `-delete` is true only when the removal succeeded, so a file that could not be removed is
+/// reported on stderr and not listed as deleted. `-print0` ends each path with a NUL, which no
+/// file name contains, so a name with a newline is still one path.
+pub fn delete_files_pass(excl: &Exclusions, max_age_mins: u64, max_bytes: u64) -> FindPass {
+    let mut expression = Vec::new();
+    for p in &excl.files {
+        push_strs(&mut expression, &["-not", "-path", p]);
+    }
+    push_dir_exclusions(&mut expression, &excl.dirs);
+    let (age, size) = (format!("+{max_age_mins}"), format!("+{max_bytes}c"));
+    push_strs(
+        &mut expression,
+        &[
+            "-type", "f", "(", "-mmin", &age, "-o", "-size", &size, ")", "-delete", "-print0",
+        ],
+    );
+    FindPass {
+        options: Vec::new(),
+        expression,
+    }
+}
+
+/// The empty-directory pass: `-mindepth 1 -depth <dir exclusions> -type d -empty -mmin +N
+/// -delete -print0`: removes empty directories not modified for `max_age_mins` (the age guard
+/// spares new, still-empty sandbox log directories), deepest first.
 ///
 /// ROCK has no `-mindepth 1`, so an old, empty target directory deleted itself. Quarry never
 /// deletes the configured target directory.
 ///
 /// A chain of old, empty directories goes at once (`find` checks a directory's age as it was
-/// when it entered it). A directory emptied by this run's *file* deletion has just been
-/// modified, so it stays until a later run finds it old enough.
-pub fn prune_dirs_argv(dir: &str, excl: &Exclusions, max_age_mins: u64) -> Vec<String> {
-    let mut argv: Vec<String> = ["find", dir, "-mindepth", "1", "-depth"]
-        .map(String::from)
-        .to_vec();
-    push_dir_exclusions(&mut argv, &excl.dirs);
-    argv.extend(
-        [
-            "-type",
-            "d",
-            "-empty",
-            "-mmin",
-            &format!("+{max_age_mins}"),
-            "-delete",
-            "-print",
-        ]
-        .map(String::from),
+/// when it entered it). A directory emptied by this run's *file* pass has just been modified,
+/// so it stays until a later run finds it old enough.
+pub fn prune_dirs_pass(excl: &Exclusions, max_age_mins: u64) -> FindPass {
+    let mut expression = Vec::new();
+    push_dir_exclusions(&mut expression, &excl.dirs);
+    let age = format!("+{max_age_mins}");
+    push_strs(
+        &mut expression,
+        &["-type", "d", "-empty", "-mmin", &age, "-delete", "-print0"],
     );
-    argv
-}
-
-/// What a `find … -print` printed: the paths it deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Listing {
-    /// The first [`MAX_LISTED_PATHS`] paths.
-    pub paths: Vec<String>,
-    /// How many paths were printed (a lower bound when `truncated`).
-    pub count: usize,
-    /// The host cut the output at its size limit: the list and count are incomplete.
-    pub truncated: bool,
-}
-
-/// Reads `find -print` output: one path per line. (A name containing a newline is listed as
-/// two entries; the deletion itself is unaffected.)
-pub fn parse_listing(stdout: &str) -> Listing {
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    let truncated = lines.last().is_some_and(|l| {
-        l.starts_with(TRUNCATION_MARKER_START) && l.ends_with(TRUNCATION_MARKER_END)
-    });
-    if truncated {
-        lines.pop(); // the marker
-        lines.pop(); // the line the host cut in the middle
-    }
-    let paths: Vec<&str> = lines.into_iter().filter(|l| !l.is_empty()).collect();
-    Listing {
-        count: paths.len(),
-        paths: paths
-            .iter()
-            .take(MAX_LISTED_PATHS)
-            .map(|p| p.to_string())
-            .collect(),
-        truncated,
+    FindPass {
+        options: vec!["-mindepth".into(), "1".into(), "-depth".into()],
+        expression,
     }
 }
 
-/// Checks `docker ps --format '{{.Names}}'` output: every non-empty line must be a container
-/// name (`^[A-Za-z0-9][A-Za-z0-9_.-]*$`). Anything else means the output is not what we think
-/// it is, and deleting with an unknown protection set is unsafe.
-pub fn parse_container_names(stdout: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    for line in stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let mut chars = line.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !(first_ok && rest_ok) {
-            return Err(format!(
-                "docker ps printed {:?}, which is not a container name",
-                head(line, 200)
-            ));
-        }
-        names.push(line.to_string());
+/// Checks one name from `docker ps --format '{{.Names}}'` (`^[A-Za-z0-9][A-Za-z0-9_.-]*$`).
+/// Anything else means the output is not what we think it is, and deleting with an unknown
+/// protection set is unsafe. The worker script checks the same before it uses a name; this is
+/// the second look, on what it reported.
+pub fn check_container_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(not_a_container_name(name))
     }
-    Ok(names)
+}
+
+/// The complaint about a line of `docker ps` output that is not a container name.
+pub fn not_a_container_name(line: &str) -> String {
+    format!(
+        "docker ps printed {:?}, which is not a container name",
+        head(line, 200)
+    )
 }
 
 pub use quarry_sdk::text::head;
@@ -293,21 +254,16 @@ mod tests {
         assert_eq!(exclusion_pattern(T, "./a?/b*"), r"/data/sandbox/a\?/b\*");
         assert_eq!(exclusion_pattern(T, "/k[1]/"), r"/k\[1\]");
         assert_eq!(exclusion_pattern("/d[1]", "x/y"), r"/d\[1\]/x/y");
-        let e = exclusions(
-            &TargetConfig {
-                path: "/d*".into(),
-                exclude_files: vec![],
-                exclude_dirs: vec!["c?".into()],
-            },
-            &["web".into()],
-        );
-        assert_eq!(e.dirs, vec![r"*/c\?".to_string(), r"/d\*/web".to_string()]);
-        let argv = prune_dirs_argv("/d*", &e, 5);
-        assert!(argv.contains(&r"*/c\?/*".to_string()), "{argv:?}");
-        assert!(argv.contains(&r"/d\*/web/*".to_string()), "{argv:?}");
-        assert_eq!(
-            argv[1], "/d*",
-            "the start point is a literal argument, not a glob"
+        let e = exclusions(&TargetConfig {
+            path: "/d*".into(),
+            exclude_files: vec![],
+            exclude_dirs: vec!["c?".into()],
+        });
+        assert_eq!(e.dirs, vec![r"*/c\?".to_string()]);
+        let pass = prune_dirs_pass(&e, 5);
+        assert!(
+            pass.expression.contains(&r"*/c\?/*".to_string()),
+            "{pass:?}"
         );
     }
 
@@ -322,14 +278,24 @@ mod tests {
             "-delete",
         ];
         let t = target(&nasty, &nasty);
-        let e = exclusions(&t, &[]);
-        let argv = delete_files_argv(T, &e, 60, 1024);
+        let e = exclusions(&t);
+        let pass = delete_files_pass(&e, 60, 1024);
         for v in nasty {
-            assert!(argv.contains(&format!("*/{v}")), "{v:?} in {argv:?}");
-            assert!(argv.contains(&format!("*/{v}/*")), "{v:?} in {argv:?}");
+            assert!(
+                pass.expression.contains(&format!("*/{v}")),
+                "{v:?} in {pass:?}"
+            );
+            assert!(
+                pass.expression.contains(&format!("*/{v}/*")),
+                "{v:?} in {pass:?}"
+            );
         }
-        // Nothing was split or merged: 2 + 3 per file + 6 per dir + 11 fixed.
-        assert_eq!(argv.len(), 2 + 3 * nasty.len() + 6 * nasty.len() + 11);
+        // Nothing was split or merged: 3 per file + 6 per dir + 11 fixed.
+        assert_eq!(
+            pass.expression.len(),
+            3 * nasty.len() + 6 * nasty.len() + 11
+        );
+        assert!(pass.options.is_empty());
     }
 
     #[test]
@@ -343,73 +309,60 @@ mod tests {
     }
 
     #[test]
-    fn argv_shapes() {
+    fn pass_shapes() {
         let t = target(&["./rocklet.log", "docuum.log"], &["cache/"]);
-        let e = exclusions(&t, &["c1".into()]);
+        let e = exclusions(&t);
+        let strings = |items: &[&[&str]]| -> Vec<String> {
+            items.concat().into_iter().map(String::from).collect()
+        };
+        let cache = [
+            "-not",
+            "-path",
+            "/data/sandbox/cache",
+            "-not",
+            "-path",
+            "/data/sandbox/cache/*",
+        ];
         assert_eq!(
-            delete_files_argv(T, &e, 10080, 1 << 30),
-            [
-                "find",
-                T,
-                "-not",
-                "-path",
-                "/data/sandbox/rocklet.log",
-                "-not",
-                "-path",
-                "*/docuum.log",
-                "-not",
-                "-path",
-                "/data/sandbox/cache",
-                "-not",
-                "-path",
-                "/data/sandbox/cache/*",
-                "-not",
-                "-path",
-                "/data/sandbox/c1",
-                "-not",
-                "-path",
-                "/data/sandbox/c1/*",
-                "-type",
-                "f",
-                "(",
-                "-mmin",
-                "+10080",
-                "-o",
-                "-size",
-                "+1073741824c",
-                ")",
-                "-delete",
-                "-print",
-            ]
+            delete_files_pass(&e, 10080, 1 << 30),
+            FindPass {
+                options: vec![],
+                expression: strings(&[
+                    &[
+                        "-not",
+                        "-path",
+                        "/data/sandbox/rocklet.log",
+                        "-not",
+                        "-path",
+                        "*/docuum.log"
+                    ],
+                    &cache,
+                    &[
+                        "-type",
+                        "f",
+                        "(",
+                        "-mmin",
+                        "+10080",
+                        "-o",
+                        "-size",
+                        "+1073741824c",
+                        ")"
+                    ],
+                    &["-delete", "-print0"],
+                ]),
+            }
         );
         assert_eq!(
-            prune_dirs_argv(T, &e, 10080),
-            [
-                "find",
-                T,
-                "-mindepth",
-                "1",
-                "-depth",
-                "-not",
-                "-path",
-                "/data/sandbox/cache",
-                "-not",
-                "-path",
-                "/data/sandbox/cache/*",
-                "-not",
-                "-path",
-                "/data/sandbox/c1",
-                "-not",
-                "-path",
-                "/data/sandbox/c1/*",
-                "-type",
-                "d",
-                "-empty",
-                "-mmin",
-                "+10080",
-                "-delete",
-                "-print",
-            ]
+            prune_dirs_pass(&e, 10080),
+            FindPass {
+                options: strings(&[&["-mindepth", "1", "-depth"]]),
+                expression: strings(&[
+                    &cache,
+                    &[
+                        "-type", "d", "-empty", "-mmin", "+10080", "-delete", "-print0"
+                    ],
+                ]),
+            }
         );
     }
 
@@ -420,43 +373,29 @@ mod tests {
             exclude_files: vec![],
             exclude_dirs: vec![],
         };
-        assert_eq!(
-            exclusions(&tmp, &[]).dirs,
-            vec!["/tmp/miniforge".to_string()]
-        );
-        assert!(exclusions(&target(&[], &[]), &[]).dirs.is_empty());
+        assert_eq!(exclusions(&tmp).dirs, vec!["/tmp/miniforge".to_string()]);
+        assert!(exclusions(&target(&[], &[])).dirs.is_empty());
         let similar = TargetConfig {
             path: "/tm".into(),
             ..tmp
         };
-        assert!(exclusions(&similar, &[]).dirs.is_empty());
-    }
-
-    #[test]
-    fn listings() {
-        assert_eq!(parse_listing(""), Listing::default());
-        let l = parse_listing("/d/a\n/d/b c\n\n");
-        assert_eq!(l.paths, vec!["/d/a", "/d/b c"]);
-        assert_eq!((l.count, l.truncated), (2, false));
-        let many: String = (0..500).map(|i| format!("/d/{i}\n")).collect();
-        let l = parse_listing(&many);
-        assert_eq!((l.paths.len(), l.count), (MAX_LISTED_PATHS, 500));
-        let cut = "/d/a\n/d/b\n/d/ha\n...[quarry: 1234 more bytes truncated]";
-        let l = parse_listing(cut);
-        assert_eq!(l.paths, vec!["/d/a", "/d/b"]);
-        assert!(l.truncated);
+        assert!(exclusions(&similar).dirs.is_empty());
     }
 
     #[test]
     fn container_names() {
-        assert_eq!(
-            parse_container_names("web\n\nsandbox-1_a.b\n").unwrap(),
-            vec!["web", "sandbox-1_a.b"]
-        );
-        assert!(parse_container_names("").unwrap().is_empty());
-        for bad in ["-x", ".x", "a b", "a/b", "a*", "ok\n$(id)", "_x", "é"] {
-            assert!(parse_container_names(bad).is_err(), "{bad:?}");
+        for good in ["web", "sandbox-1_a.b", "0"] {
+            assert_eq!(check_container_name(good), Ok(()), "{good:?}");
         }
+        for bad in [
+            "", "-x", ".x", "a b", "a/b", "a*", "$(id)", "_x", "é", "a\u{1}b",
+        ] {
+            assert!(check_container_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_container_name("WARNING: odd").unwrap_err(),
+            "docker ps printed \"WARNING: odd\", which is not a container name"
+        );
     }
 
     #[test]

@@ -5,22 +5,33 @@
 //! Directories of running Docker containers are never touched (fail closed: if Docker is
 //! installed but its containers cannot be listed, nothing is deleted).
 //!
+//! A run makes exactly ONE `execute` per worker, whatever the number of targets (plus the
+//! host's two status writes): `bash -c SCRIPT file_cleanup <args…>`, where SCRIPT is the
+//! constant [`script::SCRIPT`] and every configured value is a positional argument, only ever
+//! expanded inside double quotes by the script (no `eval`), so no value can inject anything.
+//! ROCK makes 1 + T executes for T targets (`docker ps`, then one shell per target).
+//!
 //! Module map:
 //! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
-//! - [`find`]: the `find` argument vectors, exclusion mapping and output parsing (pure).
+//! - [`find`]: the `find` expressions and exclusion mapping (pure).
+//! - [`script`]: the worker script, its argument vector and the reader of its NUL-separated
+//!   records (pure).
 //! - this file: the task, and [`cleanup`], which reaches the worker only through the
-//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests).
+//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests) and turns
+//!   the script's report into the outcome.
 //!
-//! Differences from ROCK, on purpose: every command is an argv (no shell, so configured values
-//! cannot inject anything; a worker without the docker CLI answers `not-found` to `docker
-//! ps`); `find` errors are reported instead of masked; the outcome lists what was deleted;
+//! Differences from ROCK, on purpose: configured values never become shell text; `find`
+//! errors are reported instead of masked, and a `find` that runs out of time is reported as
+//! such (the next run continues: `find` is idempotent); the outcome lists what was deleted;
 //! Docker is optional (absent = nothing to protect); the target directory itself is never
-//! deleted; the Miniforge root is protected even below a target such as `/tmp`.
+//! deleted; the Miniforge root is protected even below a target such as `/tmp`; a target that
+//! exists but is not a directory is an error, not "not found".
 
 #![deny(missing_docs)]
 
 pub mod find;
 pub mod params;
+pub mod script;
 
 #[cfg(test)]
 mod native_tests;
@@ -32,20 +43,25 @@ use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
-use crate::find::{Listing, head};
-use crate::params::{Config, Params, TargetConfig};
+use crate::find::head;
+use crate::params::{Config, Params};
+use crate::script::{DockerSeen, Listing, PassExit, ScriptReport, TargetSeen};
 
-/// Time limit of each `find`. Well under the rocklet's 85 s request cap so that a slow `find`
-/// is reported as a timeout rather than an unknown outcome; `find` is idempotent, so a run cut
-/// short simply continues at the next run.
-const FIND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The worker script's own time budget for a whole run. The host caps one execute at its
+/// per-call limit (`quarry.call_timeout_seconds`, 60 s by default, at most 70 s, below the
+/// rocklet's 85 s request cap); the script must finish on its own before that, so that a slow
+/// `find` is reported per target (timed out, the rest skipped) instead of the whole run being
+/// killed with its report. Each `find` runs under `timeout <seconds left>`.
+pub const SCRIPT_BUDGET: Duration = Duration::from_secs(55);
 
-/// Time limit of the quick checks (`test -d`): they return at once
-/// unless the worker is in trouble.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+/// Asked of the host above [`SCRIPT_BUDGET`] for the one execute: the last `find`'s kill grace
+/// (`timeout -k 2`) and the listing of its output. 55 + 5 s is the host's default call limit.
+const EXECUTE_MARGIN: Duration = Duration::from_secs(5);
 
-/// Time limit of `docker ps`: a busy daemon can take a few seconds to answer.
-const DOCKER_PS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Exit status of GNU `timeout` when the limit expired (SIGTERM)...
+const EXIT_TIMED_OUT: i32 = 124;
+/// ... and when it had to SIGKILL the command.
+const EXIT_KILLED: i32 = 137;
 
 /// Characters of `find`'s stderr kept per directory in the outcome.
 const ERRORS_HEAD_CHARS: usize = 2000;
@@ -87,7 +103,7 @@ impl Task for FileCleanup {
 
     fn run(params: Params) -> Result<Outcome, String> {
         let config = Config::from_params(&params)?;
-        Ok(cleanup(&mut HostWorker, &config))
+        Ok(cleanup(&mut HostWorker, &config, SCRIPT_BUDGET))
     }
 }
 
@@ -96,20 +112,12 @@ impl Task for FileCleanup {
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(FileCleanup);
 
-/// What to run on the worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Program {
-    /// An argument vector, no shell.
-    Argv(Vec<String>),
-    /// A constant shell script (never built from params).
-    Shell(&'static str),
-}
-
 /// How the cleanup reaches its worker: [`HostWorker`] in the component, a fake in native tests
-/// (which run the argvs with the real `find`).
+/// (which runs the argv for real, so the script meets the real bash and GNU `find`).
 pub trait Worker {
-    /// Runs `program` with a time limit; a non-zero exit is `Ok`.
-    fn execute(&mut self, program: Program, timeout: Duration) -> Result<Output, Error>;
+    /// Runs the argument vector `argv` (no shell of the host's) with a time limit; a non-zero
+    /// exit is `Ok`.
+    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error>;
     /// Logs one line at `level`.
     fn log(&mut self, level: LogLevel, message: &str);
 }
@@ -118,12 +126,8 @@ pub trait Worker {
 pub struct HostWorker;
 
 impl Worker for HostWorker {
-    fn execute(&mut self, program: Program, timeout: Duration) -> Result<Output, Error> {
-        let cmd = match program {
-            Program::Argv(argv) => Command::argv(argv),
-            Program::Shell(script) => Command::shell(script),
-        };
-        cmd.timeout(timeout).run()
+    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error> {
+        Command::argv(argv).timeout(timeout).run()
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
@@ -131,12 +135,17 @@ impl Worker for HostWorker {
     }
 }
 
-/// Runs the cleanup on one worker with checked params.
-pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
-    // Strategy: with no targets, succeed without touching the worker. Otherwise find the
-    // running containers first (fail closed), then clean each target with two argv `find`s
-    // (files, then empty directories), collecting per-directory results. Any failed `find`
-    // fails the run, with every directory's details kept.
+/// The two passes, as named in messages.
+const PASS_NAMES: [&str; 2] = ["deleting files", "pruning empty dirs"];
+
+/// Runs the cleanup on one worker with checked params; the worker script gets `budget` (whole
+/// seconds) for all its work.
+pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> Outcome {
+    // Strategy: with no targets, succeed without touching the worker. Otherwise one execute
+    // runs the constant script, which lists the running containers (fail closed) and cleans
+    // every target with two `find`s; its NUL-separated records are read back into
+    // per-directory results. A refusal (docker trouble, bad arguments) deleted nothing; any
+    // failed, timed-out or unfinished `find` fails the run, with every directory's details.
     if config.targets.is_empty() {
         return Outcome::success(json!({ "status": "success", "message": NO_TARGETS_MESSAGE }));
     }
@@ -152,7 +161,37 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
         config.max_file_size_bytes.into(),
     );
 
-    let containers = match running_containers(worker) {
+    let budget = Duration::from_secs(budget.as_secs().max(1));
+    let out = match worker.execute(script::argv(config, budget), budget + EXECUTE_MARGIN) {
+        Ok(out) => out,
+        Err(e) => return execute_failed(worker, e, config, detail),
+    };
+    let report = script::parse(&out.stdout);
+    let script_stderr = out.stderr.trim();
+    if !script_stderr.is_empty() {
+        worker.log(
+            LogLevel::Debug,
+            &format!(
+                "file_cleanup: the worker script's stderr: {}",
+                head(script_stderr, ERRORS_HEAD_CHARS)
+            ),
+        );
+    }
+    // Why targets without a result did not finish.
+    let unfinished = if let Some(problem) = &report.problem {
+        format!("the worker script's output is malformed ({problem})")
+    } else if report.cut_by_host {
+        "the worker script's output was cut at the host's size limit".to_string()
+    } else {
+        format!(
+            "the worker script stopped early (exit {}{}{})",
+            out.exit_code,
+            if script_stderr.is_empty() { "" } else { ": " },
+            head(script_stderr, DOCKER_ERROR_HEAD_CHARS)
+        )
+    };
+
+    let containers = match check_docker(&report, &unfinished) {
         Ok(Docker::Absent) => {
             detail.insert("docker".into(), "absent".into());
             Vec::new()
@@ -176,23 +215,24 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     let mut details = Map::new();
     let mut failures: Vec<(String, String)> = Vec::new();
     let (mut files, mut dirs, mut missing) = (0usize, 0usize, 0usize);
-    let mut aborted = false;
-    for target in &config.targets {
-        if aborted {
-            details.insert(target.path.clone(), json!({ "result": "skipped" }));
-            continue;
-        }
-        let run = clean_target(worker, target, &containers, config);
+    for (i, target) in config.targets.iter().enumerate() {
+        let run = target_result(&target.path, report.targets.get(i), budget, &unfinished);
         files += run.files_deleted;
         dirs += run.dirs_deleted;
         missing += usize::from(run.not_found);
         if let Some(line) = run.failure {
             failures.push((target.path.clone(), line));
         }
-        aborted = run.abort;
         details.insert(target.path.clone(), run.detail);
     }
     detail.insert("details".into(), details.into());
+    if let Some(problem) = report.problem.as_deref().filter(|_| failures.is_empty()) {
+        // Every target reported, yet something else broke the protocol: worth a look.
+        worker.log(
+            LogLevel::Warn,
+            &format!("file_cleanup: the worker script's output is malformed: {problem}"),
+        );
+    }
 
     worker.log(
         LogLevel::Info,
@@ -215,9 +255,34 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     Outcome::success(Value::Object(ordered))
 }
 
-/// An argv [`Program`] from string slices.
-fn argv<const N: usize>(args: [&str; N]) -> Program {
-    Program::Argv(args.map(String::from).to_vec())
+/// The outcome when the one execute brought no output: the script did not run (bash missing,
+/// worker unreachable) or did not finish (killed at the host's limit, output refused).
+fn execute_failed(
+    worker: &mut impl Worker,
+    e: Error,
+    config: &Config,
+    mut detail: Map<String, Value>,
+) -> Outcome {
+    detail.insert("docker".into(), "unknown".into());
+    let message = match &e {
+        Error::NotFound(_) => format!(
+            "cannot run the cleanup script ({}); nothing was deleted",
+            e.describe()
+        ),
+        _ => {
+            let error = format!("did not finish: {}", e.describe());
+            let entry = json!({ "result": "did_not_finish", "error": error });
+            let details: Map<String, Value> = config
+                .targets
+                .iter()
+                .map(|t| (t.path.clone(), entry.clone()))
+                .collect();
+            detail.insert("details".into(), details.into());
+            format!("the cleanup script did not finish ({})", e.describe())
+        }
+    };
+    worker.log(LogLevel::Debug, &format!("file_cleanup: {message}"));
+    Outcome::failed_with(message, detail)
 }
 
 /// Whether Docker is installed, and which containers run.
@@ -228,7 +293,7 @@ enum Docker {
     Running(Vec<String>),
 }
 
-/// Why nothing may be deleted on this worker.
+/// Why nothing was deleted on this worker.
 struct Refusal {
     /// The outcome's `docker` field: `present` or `unknown`.
     docker: &'static str,
@@ -236,45 +301,51 @@ struct Refusal {
     message: String,
 }
 
-/// Lists running containers. Fails closed: Docker present but not answering, or answering
-/// something that is not a list of names, is an error.
-fn running_containers(worker: &mut impl Worker) -> Result<Docker, Refusal> {
+/// Reads the script's Docker report. Fails closed: Docker present but not answering, or
+/// answering something that is not a list of names, is an error (and the script then deleted
+/// nothing); so is a report that stops before Docker's state.
+fn check_docker(report: &ScriptReport, unfinished: &str) -> Result<Docker, Refusal> {
     const REFUSE: &str = "refusing to delete anything";
-    // One call: a worker without the docker CLI answers `not-found` (the host tells a missing
-    // program apart from a failing one), which means no container can need protection.
     let refusal = |why: String| Refusal {
         docker: "present",
         message: format!(
             "docker is installed but listing running containers failed {why}; {REFUSE}"
         ),
     };
-    let ps = match worker.execute(
-        argv(["docker", "ps", "--format", "{{.Names}}"]),
-        DOCKER_PS_TIMEOUT,
-    ) {
-        Ok(ps) => ps,
-        Err(Error::NotFound(_)) => return Ok(Docker::Absent),
-        Err(e @ Error::Unreachable(_)) => {
-            return Err(Refusal {
-                docker: "unknown",
-                message: format!(
-                    "could not check whether docker is installed ({}); {REFUSE}",
-                    e.describe()
-                ),
-            });
-        }
-        Err(e) => return Err(refusal(format!("({})", e.describe()))),
-    };
-    if ps.exit_code != 0 {
-        return Err(refusal(format!(
-            "(exit {}): {}",
-            ps.exit_code,
-            head(ps.stderr.trim(), DOCKER_ERROR_HEAD_CHARS)
-        )));
+    if let Some(reason) = &report.fatal {
+        return Err(Refusal {
+            docker: "unknown",
+            message: format!("the cleanup script refused to start: {reason}; nothing was deleted"),
+        });
     }
-    find::parse_container_names(&ps.stdout)
-        .map(Docker::Running)
-        .map_err(|why| refusal(format!("({why})")))
+    match &report.docker {
+        None => Err(Refusal {
+            docker: "unknown",
+            message: format!("could not list running containers ({unfinished}); {REFUSE}"),
+        }),
+        Some(DockerSeen::Absent) => Ok(Docker::Absent),
+        Some(DockerSeen::Present(names)) => {
+            for name in names {
+                find::check_container_name(name).map_err(|why| refusal(format!("({why})")))?;
+            }
+            Ok(Docker::Running(names.clone()))
+        }
+        Some(DockerSeen::Failed { exit_code, .. })
+            if *exit_code == EXIT_TIMED_OUT || *exit_code == EXIT_KILLED =>
+        {
+            Err(refusal(format!(
+                "(timeout: docker ps timed out after {} s)",
+                script::DOCKER_PS_TIMEOUT.as_secs()
+            )))
+        }
+        Some(DockerSeen::Failed { exit_code, stderr }) => Err(refusal(format!(
+            "(exit {exit_code}): {}",
+            head(stderr.trim(), DOCKER_ERROR_HEAD_CHARS)
+        ))),
+        Some(DockerSeen::BadName(line)) => {
+            Err(refusal(format!("({})", find::not_a_container_name(line))))
+        }
+    }
 }
 
 /// The result of cleaning one target directory.
@@ -283,8 +354,6 @@ struct TargetRun {
     detail: Value,
     /// The first error line, when the cleanup of this directory failed.
     failure: Option<String>,
-    /// The worker became unreachable: skip the remaining directories.
-    abort: bool,
     /// The directory does not exist (not an error).
     not_found: bool,
     files_deleted: usize,
@@ -292,88 +361,99 @@ struct TargetRun {
 }
 
 impl TargetRun {
-    fn early(detail: Value, failure: Option<String>, abort: bool, not_found: bool) -> Self {
+    fn early(detail: Value, failure: Option<String>) -> Self {
         TargetRun {
             detail,
             failure,
-            abort,
-            not_found,
+            not_found: false,
             files_deleted: 0,
             dirs_deleted: 0,
         }
     }
+
+    fn check_failed(error: String) -> Self {
+        let detail = json!({ "result": "check_failed", "error": error });
+        TargetRun::early(detail, Some(error))
+    }
 }
 
-/// Cleans one target: `test -d`, then the file `find`, then the empty-directory `find`.
-fn clean_target(
-    worker: &mut impl Worker,
-    target: &TargetConfig,
-    containers: &[String],
-    config: &Config,
+/// One target's result from what the script reported about it (`None`: nothing, because the
+/// output stopped earlier for the reason `unfinished`).
+fn target_result(
+    dir: &str,
+    seen: Option<&TargetSeen>,
+    budget: Duration,
+    unfinished: &str,
 ) -> TargetRun {
-    let dir = target.path.as_str();
-    match worker.execute(argv(["test", "-d", dir]), CHECK_TIMEOUT) {
-        Ok(out) if out.exit_code == 0 => {}
-        Ok(out) if out.exit_code == 1 => {
-            return TargetRun::early(json!({ "result": "dir_not_found" }), None, false, true);
+    let passes = match seen {
+        None => {
+            let error = format!("did not finish: {unfinished}");
+            let detail = json!({ "result": "did_not_finish", "error": error });
+            return TargetRun::early(detail, Some(error));
         }
-        Ok(out) => {
-            let error = format!(
-                "test -d exited with {}: {}",
-                out.exit_code,
-                head(out.stderr.trim(), ERRORS_HEAD_CHARS)
-            );
-            let detail = json!({ "result": "check_failed", "error": error });
-            return TargetRun::early(detail, Some(error), false, false);
+        Some(TargetSeen::Missing) => {
+            let mut run = TargetRun::early(json!({ "result": "dir_not_found" }), None);
+            run.not_found = true;
+            return run;
         }
-        Err(e) => {
-            let error = format!("test -d did not finish ({})", e.describe());
-            let detail = json!({ "result": "check_failed", "error": error });
-            let abort = matches!(e, Error::Unreachable(_));
-            return TargetRun::early(detail, Some(error), abort, false);
+        Some(TargetSeen::NotADirectory) => {
+            return TargetRun::check_failed(format!("{dir} exists but is not a directory"));
         }
-    }
+        Some(TargetSeen::NoAccess) => {
+            return TargetRun::check_failed(format!(
+                "cannot tell whether {dir} exists: a parent directory is not searchable"
+            ));
+        }
+        Some(TargetSeen::Skipped) => {
+            return TargetRun::early(json!({ "result": "skipped" }), None);
+        }
+        Some(TargetSeen::Cleaned(passes)) => passes,
+    };
 
-    let excl = find::exclusions(target, containers);
-    let steps = [
-        (
-            "deleting files",
-            find::delete_files_argv(dir, &excl, config.max_age_mins, config.max_file_size_bytes),
-        ),
-        (
-            "pruning empty dirs",
-            find::prune_dirs_argv(dir, &excl, config.max_age_mins),
-        ),
-    ];
+    let budget_spent = format!("the run's time budget of {} s ran out", budget.as_secs());
     let mut listings = [Listing::default(), Listing::default()];
     let mut exit_code: Option<i32> = Some(0);
     let mut errors = String::new();
-    let mut abort = false;
-    for (i, (what, argv)) in steps.into_iter().enumerate() {
-        if abort {
-            break;
-        }
-        match worker.execute(Program::Argv(argv), FIND_TIMEOUT) {
-            Ok(out) => {
-                listings[i] = find::parse_listing(&out.stdout);
-                if out.exit_code != 0 && exit_code.is_none_or(|c| c == 0) {
-                    exit_code = Some(out.exit_code);
+    for (i, what) in PASS_NAMES.iter().enumerate() {
+        let Some(pass) = passes.get(i) else {
+            listings[i].truncated = true;
+            if exit_code == Some(0) {
+                exit_code = None;
+            }
+            errors.push_str(&format!("find ({what}) did not finish: {unfinished}\n"));
+            continue;
+        };
+        listings[i] = pass.listing.clone();
+        let stderr = pass.stderr.trim();
+        match pass.exit {
+            PassExit::Code(code) => {
+                if code != 0 && exit_code == Some(0) {
+                    exit_code = Some(code);
                 }
-                let stderr = out.stderr.trim();
-                if !stderr.is_empty() {
-                    errors.push_str(stderr);
-                    errors.push('\n');
-                } else if out.exit_code != 0 {
-                    errors.push_str(&format!("find ({what}) exited with {}\n", out.exit_code));
+                if code == EXIT_TIMED_OUT || code == EXIT_KILLED {
+                    errors.push_str(&format!(
+                        "find ({what}) timed out: {budget_spent} (the next run continues)\n"
+                    ));
+                } else if code != 0 && stderr.is_empty() {
+                    errors.push_str(&format!("find ({what}) exited with {code}\n"));
                 }
             }
-            Err(e) => {
+            PassExit::NotStarted => {
                 if exit_code == Some(0) {
                     exit_code = None;
                 }
-                errors.push_str(&format!("find ({what}) did not finish: {}\n", e.describe()));
-                abort = matches!(e, Error::Unreachable(_));
+                errors.push_str(&format!("find ({what}) not started: {budget_spent}\n"));
             }
+            PassExit::Unknown => {
+                if exit_code == Some(0) {
+                    exit_code = None;
+                }
+                errors.push_str(&format!("find ({what}) did not finish: {unfinished}\n"));
+            }
+        }
+        if !stderr.is_empty() {
+            errors.push_str(stderr);
+            errors.push('\n');
         }
     }
     let [files, dirs] = listings;
@@ -398,7 +478,6 @@ fn clean_target(
     TargetRun {
         detail,
         failure,
-        abort,
         not_found: false,
         files_deleted: files.count,
         dirs_deleted: dirs.count,

@@ -1,35 +1,35 @@
-//! Native tests against the real GNU `find`:
-//! - the generated argument vectors, run the way the worker runs them (argv, no shell), on a
-//!   scratch tree, checking exactly what is deleted and kept;
-//! - the whole [`crate::cleanup`] with a fake [`crate::Worker`] that runs argvs for real and
-//!   plays Docker (absent, running, broken), checking the outcome and that it fails closed.
+//! Native tests of the whole [`crate::cleanup`] against the real bash and GNU `find`: a fake
+//! [`crate::Worker`] runs the one argv for real, in a scratch directory and with a PATH of its
+//! own that holds exactly the tools the script may use, plus a fake `docker` (absent, running,
+//! broken) and, where a test needs it, a `find` wrapper (slow, or failing). Scratch trees
+//! check exactly what is deleted and kept, and the outcome.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quarry_sdk::Status;
 use quarry_sdk::host::{Error, LogLevel, Output};
 use serde_json::{Value, json};
 
-use crate::find::{self, Listing};
-use crate::params::{Config, Params, TargetConfig, check_target_path};
-use crate::{Program, Worker, cleanup};
+use crate::params::{Config, Params, check_target_path};
+use crate::script::SCRIPT;
+use crate::{SCRIPT_BUDGET, Worker, cleanup};
 
-/// The age limit used by the test, in minutes.
-const MAX_AGE_MINS: u64 = 60;
-/// The size limit used by the test, in bytes.
-const MAX_BYTES: u64 = 1024;
-/// How old "old" entries are: two days, far beyond `MAX_AGE_MINS`.
+/// How old "old" entries are: two days, far beyond the tests' `max_age_mins` (60).
 const OLD_AGE_SECS: u64 = 2 * 24 * 3600;
 /// A file name that `find` would read as a glob if it were not escaped.
 const GLOB_NAME: &str = "[x]*";
-/// A file name full of shell syntax; with argv it is just bytes.
+/// A file name full of shell syntax; as an argument it is just bytes.
 const SHELL_NAME: &str = "it's $(touch pwned) `touch pwned2` a b.log";
+/// The tools the script may run (besides `docker`): anything else is missing on the fake
+/// worker's PATH.
+const SCRIPT_TOOLS: [&str; 8] = [
+    "bash", "find", "timeout", "head", "tr", "wc", "mktemp", "rm",
+];
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -38,6 +38,20 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// A fresh scratch directory (removed on drop).
+fn scratch(tag: &str) -> Scratch {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "quarry-file-cleanup-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
 }
 
 fn set_old(path: &Path) {
@@ -62,15 +76,12 @@ fn write(root: &Path, rel: &str, bytes: usize) {
     fs::write(&p, vec![b'x'; bytes]).unwrap();
 }
 
-fn run_find(argv: &[String]) -> Listing {
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .output()
-        .expect("find runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{argv:?} failed: {stderr}");
-    assert!(stderr.is_empty(), "{argv:?} warned: {stderr}");
-    find::parse_listing(&String::from_utf8(out.stdout).unwrap())
+/// Writes `count` files of `bytes` bytes, named `<prefix><number>.log`, in `dir`.
+fn write_many(dir: &Path, prefix: &str, count: usize, bytes: usize) -> String {
+    for i in 0..count {
+        write(dir, &format!("{prefix}{i:04}.log"), bytes);
+    }
+    dir.to_str().unwrap().to_string()
 }
 
 /// Every file and directory below `root`, relative to it.
@@ -93,283 +104,137 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn generated_find_deletes_exactly_the_expected_entries() {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "quarry-file-cleanup-{}-{nanos}",
-        std::process::id()
-    )));
-    // The target's own name has glob characters and a space: every pattern built from it must
-    // be escaped to match.
-    let raw_target = format!("{}/tar[g]et *//", scratch.0.display());
-    let target_path = check_target_path(&raw_target).unwrap();
-    let t = PathBuf::from(&target_path);
-
-    let old_files = [
-        "old.log",
-        "keep.me",
-        "sub/keep.me",
-        "rocklet.log",
-        "sub/rocklet.log",
-        "data/keep/x.old",
-        "data/other.old",
-        "abs.old",
-        "cachedir/old.bin",
-        "cachedir/deep/x",
-        "keepdir/f.old",
-        "web-1/old.log",
-        "olddir/f.old",
-        GLOB_NAME,
-        "[x]y",
-        "xylophone",
-        SHELL_NAME,
-    ];
-    for f in old_files {
-        write(&t, f, 10);
-    }
-    write(&t, "big.bin", 2048);
-    write(&t, "young.txt", 10);
-    write(&t, "keepdir/big.bin", 2048);
-    for d in [
-        "emptyold",
-        "emptyyoung",
-        "cachedir/emptyold",
-        "web-1/emptyold",
-        "nested/a/b",
-    ] {
-        fs::create_dir_all(t.join(d)).unwrap();
-    }
-    // Ages last: creating entries updates their parent directory's mtime.
-    for f in old_files {
-        set_old(&t.join(f));
-    }
-    for d in [
-        "emptyold",
-        "cachedir/emptyold",
-        "web-1/emptyold",
-        "nested/a/b",
-        "nested/a",
-        "nested",
-        "olddir",
-    ] {
-        set_old(&t.join(d));
-    }
-    // A second target: old and empty, it must survive (`-mindepth 1`).
-    let empty_target = scratch.0.join("empty-target");
-    fs::create_dir(&empty_target).unwrap();
-    set_old(&empty_target);
-
-    let target = TargetConfig {
-        path: target_path.clone(),
-        exclude_files: vec![
-            "keep.me".into(),                  // plain name, any depth
-            "./rocklet.log".into(),            // relative to the target only
-            "data/keep/x.old".into(),          // relative path
-            format!("{target_path}/abs.old/"), // absolute, trailing slash
-            GLOB_NAME.into(),                  // glob characters, literal
-            SHELL_NAME.into(),                 // quotes, $(), backticks, spaces
-        ],
-        exclude_dirs: vec!["cachedir".into(), "keepdir/".into()],
-    };
-    let containers = vec!["web-1".to_string()];
-    let excl = find::exclusions(&target, &containers);
-    let before = tree(&t);
-
-    let files = run_find(&find::delete_files_argv(
-        &target_path,
-        &excl,
-        MAX_AGE_MINS,
-        MAX_BYTES,
-    ));
-    let dirs = run_find(&find::prune_dirs_argv(&target_path, &excl, MAX_AGE_MINS));
-
-    let under = |rels: &[&str]| -> BTreeSet<String> {
-        rels.iter().map(|r| format!("{target_path}/{r}")).collect()
-    };
-    let deleted_files = set(&[
-        "old.log",
-        "big.bin",
-        "sub/rocklet.log",
-        "data/other.old",
-        "olddir/f.old",
-        "[x]y",
-        "xylophone",
-    ]);
-    // The whole chain of old, empty directories goes in one run.
-    let deleted_dirs = set(&["emptyold", "nested/a/b", "nested/a", "nested"]);
-    assert_eq!(
-        files.paths.iter().cloned().collect::<BTreeSet<_>>(),
-        under(&deleted_files.iter().map(String::as_str).collect::<Vec<_>>())
-    );
-    assert_eq!(files.count, deleted_files.len());
-    assert_eq!(
-        dirs.paths.iter().cloned().collect::<BTreeSet<_>>(),
-        under(&deleted_dirs.iter().map(String::as_str).collect::<Vec<_>>())
-    );
-    let expected_after: BTreeSet<String> = before
-        .difference(&deleted_files)
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .difference(&deleted_dirs)
-        .cloned()
-        .collect();
-    assert_eq!(tree(&t), expected_after);
-    // Spelled out, the ones that matter most:
-    for kept in [
-        "young.txt",
-        "keep.me",
-        "sub/keep.me",
-        "rocklet.log",
-        "data/keep/x.old",
-        "abs.old",
-        "cachedir/old.bin",
-        "cachedir/deep/x",
-        "cachedir/emptyold",
-        "keepdir/f.old",
-        "keepdir/big.bin",
-        "web-1/old.log",
-        "web-1/emptyold",
-        GLOB_NAME,
-        SHELL_NAME,
-        "emptyyoung",
-        // old, but emptied by this run's file deletion, which made it young again
-        "olddir",
-    ] {
-        assert!(t.join(kept).exists(), "{kept} must be kept");
-    }
-    assert!(t.exists(), "the target directory itself is kept");
-    // Had a name been run by a shell, `touch pwned` would have created `pwned` in the current
-    // directory (find's cwd) or next to the file.
-    let executed = |name: &str| {
-        Path::new(name).exists()
-            || tree(&scratch.0)
-                .iter()
-                .any(|p| p.ends_with(&format!("/{name}")))
-    };
-    assert!(
-        !executed("pwned") && !executed("pwned2"),
-        "a file name was executed"
-    );
-
-    let none = find::Exclusions {
-        files: vec![],
-        dirs: vec![],
-    };
-    let et = empty_target.to_str().unwrap();
-    assert_eq!(
-        run_find(&find::delete_files_argv(et, &none, MAX_AGE_MINS, MAX_BYTES)).count,
-        0
-    );
-    assert_eq!(
-        run_find(&find::prune_dirs_argv(et, &none, MAX_AGE_MINS)).count,
-        0
-    );
-    assert!(
-        empty_target.is_dir(),
-        "an old, empty target directory is kept"
-    );
+/// Where `tool` is on this machine's PATH.
+fn which(tool: &str) -> PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
 }
 
-/// A fresh scratch directory (removed on drop).
-fn scratch(tag: &str) -> Scratch {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "quarry-file-cleanup-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+fn executable(path: &Path, body: &str) {
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// How the fake worker's Docker behaves.
 enum FakeDocker {
-    /// No docker CLI: running it answers `not-found`.
+    /// No docker CLI on PATH.
     Absent,
     /// `docker ps` prints this.
     Running(&'static str),
-    /// `docker ps` exits with this code and stderr.
+    /// `docker ps` exits with this code and stderr (124: as if its `timeout` expired).
     Broken(i32, &'static str),
-    /// `docker ps` hits this host error.
-    HostError(Error),
 }
 
-/// A worker that runs argvs on this machine (no shell), except `docker`, which it fakes, and
-/// `find`/`test` answers it is told to fake.
+/// A worker that runs the argv on this machine, in a scratch directory, with a PATH of its
+/// own.
 struct FakeWorker {
-    docker: FakeDocker,
-    /// Answer every `find` with this output instead of running it.
-    find_answer: Option<Output>,
-    /// Answer `test -d` with this host error.
-    test_error: Option<Error>,
-    calls: Vec<Program>,
+    /// The PATH directory: the script's tools, the fake `docker`, maybe a `find` wrapper.
+    bin: Scratch,
+    /// The working directory (empty): a script bug that globbed in its cwd finds nothing.
+    cwd: Scratch,
+    /// Answer every execute with this host error instead of running anything.
+    error: Option<Error>,
+    /// Cut stdout at this many bytes, as the host does at its output limit.
+    max_output_bytes: Option<usize>,
+    /// The worker's TMPDIR, where the script makes its temp dir.
+    tmpdir: Option<PathBuf>,
+    calls: Vec<Vec<String>>,
+    /// The raw stdout of each execute.
+    stdouts: Vec<String>,
     logs: Vec<(LogLevel, String)>,
 }
 
 impl FakeWorker {
     fn new(docker: FakeDocker) -> Self {
+        let bin = scratch("bin");
+        for tool in SCRIPT_TOOLS {
+            symlink(which(tool), bin.0.join(tool)).unwrap();
+        }
+        let fake = |code: i32, stdout: &str, stderr: &str| {
+            let (out, err) = (bin.0.join("ps.out"), bin.0.join("ps.err"));
+            fs::write(&out, stdout).unwrap();
+            fs::write(&err, stderr).unwrap();
+            let cat = which("cat");
+            executable(
+                &bin.0.join("docker"),
+                &format!(
+                    "[ \"$*\" = 'ps --format {{{{.Names}}}}' ] || exit 99\n\
+                     {cat} {out}\n{cat} {err} >&2\nexit {code}",
+                    cat = cat.display(),
+                    out = out.display(),
+                    err = err.display(),
+                ),
+            );
+        };
+        match docker {
+            FakeDocker::Absent => {}
+            FakeDocker::Running(names) => fake(0, names, ""),
+            FakeDocker::Broken(code, stderr) => fake(code, "", stderr),
+        }
         FakeWorker {
-            docker,
-            find_answer: None,
-            test_error: None,
+            bin,
+            cwd: scratch("cwd"),
+            error: None,
+            max_output_bytes: None,
+            tmpdir: None,
             calls: Vec::new(),
+            stdouts: Vec::new(),
             logs: Vec::new(),
         }
     }
 
-    fn ran(&self, program: &str) -> bool {
-        self.calls
-            .iter()
-            .any(|c| matches!(c, Program::Argv(a) if a[0] == program))
+    /// Takes `tool` off this worker's PATH.
+    fn remove_tool(&self, tool: &str) {
+        fs::remove_file(self.bin.0.join(tool)).unwrap();
     }
-}
 
-fn output(exit_code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-        exit_code,
+    /// Replaces `find` with a script: `$FIND` in `body` is the real one.
+    fn wrap_find(&self, body: &str) {
+        let path = self.bin.0.join("find");
+        fs::remove_file(&path).unwrap();
+        let real = which("find");
+        executable(&path, &body.replace("$FIND", real.to_str().unwrap()));
+    }
+
+    /// Runs `argv` as this worker does, decoding output as the host does.
+    fn run(&self, argv: &[String]) -> Output {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("PATH", &self.bin.0)
+            .current_dir(&self.cwd.0);
+        if let Some(dir) = &self.tmpdir {
+            cmd.env("TMPDIR", dir);
+        }
+        let out = cmd.output().unwrap();
+        Output {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            exit_code: out.status.code().unwrap_or(-1),
+        }
     }
 }
 
 impl Worker for FakeWorker {
-    fn execute(&mut self, program: Program, timeout: Duration) -> Result<Output, Error> {
+    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error> {
         assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(60));
-        self.calls.push(program.clone());
-        let argv = match program {
-            Program::Shell(script) => panic!("file_cleanup runs no shell script: {script:?}"),
-            Program::Argv(argv) => argv,
-        };
-        match argv[0].as_str() {
-            "docker" => {
-                assert_eq!(argv, ["docker", "ps", "--format", "{{.Names}}"]);
-                match &self.docker {
-                    FakeDocker::Absent => Err(Error::NotFound(
-                        "program \"docker\" not found on the worker".into(),
-                    )),
-                    FakeDocker::Running(names) => Ok(output(0, names, "")),
-                    FakeDocker::Broken(code, stderr) => Ok(output(*code, "", stderr)),
-                    FakeDocker::HostError(e) => Err(e.clone()),
-                }
-            }
-            "test" if self.test_error.is_some() => Err(self.test_error.clone().unwrap()),
-            "find" if self.find_answer.is_some() => Ok(self.find_answer.clone().unwrap()),
-            "test" | "find" => {
-                let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
-                Ok(output(
-                    out.status.code().unwrap(),
-                    &String::from_utf8(out.stdout).unwrap(),
-                    &String::from_utf8(out.stderr).unwrap(),
-                ))
-            }
-            other => panic!("unexpected program {other:?}"),
+        assert_eq!(argv[..4], ["bash", "-c", SCRIPT, "file_cleanup"]);
+        self.calls.push(argv.clone());
+        if let Some(e) = &self.error {
+            return Err(e.clone());
         }
+        let mut out = self.run(&argv);
+        self.stdouts.push(out.stdout.clone());
+        if let Some(max) = self.max_output_bytes.filter(|&m| out.stdout.len() > m) {
+            let dropped = out.stdout.len() - max;
+            out.stdout.truncate(max);
+            out.stdout
+                .push_str(&format!("\n...[quarry: {dropped} more bytes truncated]"));
+        }
+        Ok(out)
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
@@ -396,10 +261,187 @@ fn populated_target(root: &Path) -> String {
     t.to_str().unwrap().to_string()
 }
 
+fn paths(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn deletes_exactly_the_expected_entries() {
+    let s = scratch("tree");
+    // The target's own name has glob characters, a space and shell syntax: every pattern built
+    // from it must be escaped to match, and nothing in it may run.
+    let raw_target = format!(
+        "{}/tar[g]et * $(touch pwned) `touch pwned2` 'q'//",
+        s.0.display()
+    );
+    let target_path = check_target_path(&raw_target).unwrap();
+    let t = PathBuf::from(&target_path);
+
+    let old_files = [
+        "old.log",
+        "keep.me",
+        "sub/keep.me",
+        "rocklet.log",
+        "sub/rocklet.log",
+        "data/keep/x.old",
+        "data/other.old",
+        "abs.old",
+        "cachedir/old.bin",
+        "cachedir/deep/x",
+        "keepdir/f.old",
+        "web-1/old.log",
+        "web-1/sub/old.log",
+        "olddir/f.old",
+        GLOB_NAME,
+        "[x]y",
+        "xylophone",
+        SHELL_NAME,
+    ];
+    for f in old_files {
+        write(&t, f, 10);
+    }
+    write(&t, "big.bin", 2048);
+    write(&t, "young.txt", 10);
+    write(&t, "keepdir/big.bin", 2048);
+    write(&t, "web-1/big.bin", 2048);
+    for d in [
+        "emptyold",
+        "emptyyoung",
+        "cachedir/emptyold",
+        "web-1/emptyold",
+        "nested/a/b",
+    ] {
+        fs::create_dir_all(t.join(d)).unwrap();
+    }
+    // Ages last: creating entries updates their parent directory's mtime.
+    for f in old_files {
+        set_old(&t.join(f));
+    }
+    for d in [
+        "emptyold",
+        "cachedir/emptyold",
+        "web-1/emptyold",
+        "nested/a/b",
+        "nested/a",
+        "nested",
+        "olddir",
+    ] {
+        set_old(&t.join(d));
+    }
+    // A second target: old and empty, it must survive (`-mindepth 1`).
+    let empty_target = s.0.join("empty-target");
+    fs::create_dir(&empty_target).unwrap();
+    set_old(&empty_target);
+    let before = tree(&t);
+
+    let mut w = FakeWorker::new(FakeDocker::Running("web-1\n"));
+    let o = cleanup(
+        &mut w,
+        &config(json!({
+            "target_dirs": [
+                {
+                    "path": raw_target,
+                    "exclude_files": [
+                        "keep.me",                          // plain name, any depth
+                        "./rocklet.log",                    // relative to the target only
+                        "data/keep/x.old",                  // relative path
+                        format!("{target_path}/abs.old/"),  // absolute, trailing slash
+                        GLOB_NAME,                          // glob characters, literal
+                        SHELL_NAME,                         // quotes, $(), backticks, spaces
+                    ],
+                    "exclude_dirs": ["cachedir", "keepdir/"],
+                },
+                empty_target.to_str().unwrap(),
+            ],
+            "max_age_mins": 60,
+            "max_file_size": 1024,
+        })),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    assert_eq!(w.calls.len(), 1, "one execute per run");
+
+    let under = |rels: &BTreeSet<String>| -> BTreeSet<String> {
+        rels.iter().map(|r| format!("{target_path}/{r}")).collect()
+    };
+    let deleted_files = set(&[
+        "old.log",
+        "big.bin",
+        "sub/rocklet.log",
+        "data/other.old",
+        "olddir/f.old",
+        "[x]y",
+        "xylophone",
+    ]);
+    // The whole chain of old, empty directories goes in one run.
+    let deleted_dirs = set(&["emptyold", "nested/a/b", "nested/a", "nested"]);
+    let d = &o.detail["details"][&target_path];
+    assert_eq!(paths(&d["deleted_files"]), under(&deleted_files), "{d:#}");
+    assert_eq!(d["deleted_files_count"], deleted_files.len());
+    assert_eq!(paths(&d["deleted_dirs"]), under(&deleted_dirs), "{d:#}");
+    assert_eq!(d["deleted_dirs_count"], deleted_dirs.len());
+    assert_eq!(d["errors"], "", "no warnings from find: {d:#}");
+    let expected_after: BTreeSet<String> = before
+        .difference(&deleted_files)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .difference(&deleted_dirs)
+        .cloned()
+        .collect();
+    assert_eq!(tree(&t), expected_after);
+    // Spelled out, the ones that matter most:
+    for kept in [
+        "young.txt",
+        "keep.me",
+        "sub/keep.me",
+        "rocklet.log",
+        "data/keep/x.old",
+        "abs.old",
+        "cachedir/old.bin",
+        "cachedir/deep/x",
+        "cachedir/emptyold",
+        "keepdir/f.old",
+        "keepdir/big.bin",
+        "web-1/old.log",
+        "web-1/sub/old.log",
+        "web-1/big.bin",
+        "web-1/emptyold",
+        GLOB_NAME,
+        SHELL_NAME,
+        "emptyyoung",
+        // old, but emptied by this run's file deletion, which made it young again
+        "olddir",
+    ] {
+        assert!(t.join(kept).exists(), "{kept} must be kept");
+    }
+    assert!(t.exists(), "the target directory itself is kept");
+    assert_eq!(
+        o.detail["details"][empty_target.to_str().unwrap()]["deleted_dirs_count"],
+        0
+    );
+    assert!(
+        empty_target.is_dir(),
+        "an old, empty target directory is kept"
+    );
+    // Had a value been run by a shell, `touch pwned` would have created `pwned` in the
+    // worker's directory or next to the file.
+    let executed = |name: &str| {
+        w.cwd.0.join(name).exists() || tree(&s.0).iter().any(|p| p.ends_with(&format!("/{name}")))
+    };
+    assert!(
+        !executed("pwned") && !executed("pwned2"),
+        "a value was executed"
+    );
+}
+
 #[test]
 fn no_targets_means_no_calls() {
     let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
-    let o = cleanup(&mut w, &config(json!({})));
+    let o = cleanup(&mut w, &config(json!({})), SCRIPT_BUDGET);
     assert_eq!(o.status, Status::Success);
     assert_eq!(
         Value::Object(o.detail),
@@ -421,6 +463,7 @@ fn cleans_and_reports_per_directory() {
             "max_age_mins": 60,
             "max_file_size": "1K",
         })),
+        SCRIPT_BUDGET,
     );
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
     assert_eq!(
@@ -449,12 +492,33 @@ fn cleans_and_reports_per_directory() {
     );
     assert!(Path::new(&t).join("web-1/old.log").exists());
     assert!(Path::new(&t).join("young.log").exists());
-    assert_eq!(w.logs.len(), 1);
+    assert_eq!(w.logs.len(), 1, "{:?}", w.logs);
     assert_eq!(
         w.logs[0].1,
         "file_cleanup: deleted 1 files and 1 empty dirs in 2 target dirs (1 not found, 0 failed); \
          1 running containers protected"
     );
+}
+
+#[test]
+fn one_execute_per_run_whatever_the_number_of_targets() {
+    let s = scratch("three");
+    let roots: Vec<PathBuf> = (0..3).map(|i| s.0.join(format!("t{i}"))).collect();
+    let targets: Vec<String> = roots.iter().map(|r| populated_target(r)).collect();
+    let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": targets, "max_age_mins": 60})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    assert_eq!(w.calls.len(), 1, "exactly one execute for three targets");
+    assert_eq!(w.calls[0][4], SCRIPT_BUDGET.as_secs().to_string());
+    for t in &targets {
+        assert_eq!(o.detail["details"][t]["deleted_files_count"], 1);
+        assert!(!Path::new(t).join("old.log").exists());
+        assert!(Path::new(t).join("web-1/old.log").exists());
+    }
 }
 
 #[test]
@@ -465,22 +529,24 @@ fn docker_absent_protects_nothing_but_still_cleans() {
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
+        SCRIPT_BUDGET,
     );
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
     assert_eq!(o.detail["docker"], "absent");
     assert_eq!(o.detail["protected_containers"], json!([]));
     assert_eq!(o.detail["details"][&t]["deleted_files_count"], 2);
-    // One `docker ps` found no docker; nothing else was tried for it.
-    let docker_calls = w
-        .calls
-        .iter()
-        .filter(|c| matches!(c, Program::Argv(a) if a[0] == "docker"))
-        .count();
-    assert_eq!(docker_calls, 1);
+    assert!(!Path::new(&t).join("web-1/old.log").exists());
+    assert_eq!(w.calls.len(), 1);
 }
 
 #[test]
 fn docker_trouble_fails_closed() {
+    let bad_name = |line: &str| {
+        format!(
+            "docker is installed but listing running containers failed (docker ps printed \
+             {line:?}, which is not a container name); refusing to delete anything"
+        )
+    };
     let cases = [
         (
             FakeDocker::Broken(
@@ -488,49 +554,86 @@ fn docker_trouble_fails_closed() {
                 "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n",
             ),
             "docker is installed but listing running containers failed (exit 1): Cannot connect \
-             to the Docker daemon at unix:///var/run/docker.sock.; refusing to delete anything",
+             to the Docker daemon at unix:///var/run/docker.sock.; refusing to delete anything"
+                .to_string(),
         ),
         (
-            FakeDocker::HostError(Error::Timeout("docker ps timed out after 30 s".into())),
+            // What the script sees when its `timeout` stops `docker ps`.
+            FakeDocker::Broken(124, ""),
             "docker is installed but listing running containers failed (timeout: docker ps \
-             timed out after 30 s); refusing to delete anything",
+             timed out after 30 s); refusing to delete anything"
+                .to_string(),
         ),
         (
             FakeDocker::Running("web-1\nWARNING: something odd\n"),
-            "docker is installed but listing running containers failed (docker ps printed \
-             \"WARNING: something odd\", which is not a container name); refusing to delete \
-             anything",
+            bad_name("WARNING: something odd"),
         ),
+        (FakeDocker::Running("web-1\n$(id)\n"), bad_name("$(id)")),
+        (FakeDocker::Running("-x"), bad_name("-x")),
+        (FakeDocker::Running("web-1/../x"), bad_name("web-1/../x")),
+        (FakeDocker::Running("we*b"), bad_name("we*b")),
+        // A NUL byte would vanish in bash's `read` ("web" would pass): it is shown as \x01.
+        (FakeDocker::Running("we\0b\n"), bad_name("we\u{1}b")),
     ];
     for (docker, error) in cases {
         let s = scratch("docker");
         let t = populated_target(&s.0);
+        let before = tree(Path::new(&t));
         let mut w = FakeWorker::new(docker);
-        let o = cleanup(&mut w, &config(json!({"target_dirs": [t.clone()]})));
+        let o = cleanup(
+            &mut w,
+            &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
+            SCRIPT_BUDGET,
+        );
         assert_eq!(o.status, Status::Failed);
         assert_eq!(o.detail["error"], error);
         assert_eq!(o.detail["docker"], "present");
         assert!(o.detail.get("details").is_none());
-        assert!(
-            !w.ran("find") && !w.ran("test"),
-            "nothing may run after a docker failure"
+        assert_eq!(
+            tree(Path::new(&t)),
+            before,
+            "nothing may be deleted: {error}"
         );
-        assert!(Path::new(&t).join("old.log").exists());
         assert_eq!(w.logs[0].0, LogLevel::Debug);
+        assert_eq!(w.calls.len(), 1);
     }
+}
+
+#[test]
+fn a_missing_tool_never_leaves_containers_unprotected() {
+    let s = scratch("notr");
+    let t = populated_target(&s.0);
+    let before = tree(Path::new(&t));
+    let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
+    w.remove_tool("tr");
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(
+        o.detail["error"],
+        "the cleanup script refused to start: cannot read the output of docker ps; nothing was \
+         deleted"
+    );
+    assert_eq!(o.detail["docker"], "unknown");
+    assert_eq!(tree(Path::new(&t)), before);
 }
 
 #[test]
 fn find_errors_fail_the_run_with_details_kept() {
     let s = scratch("finderr");
     let t = populated_target(&s.0);
-    let mut w = FakeWorker::new(FakeDocker::Absent);
-    w.find_answer = Some(output(
-        1,
-        &format!("{t}/old.log\n"),
-        &format!("find: '{t}/locked': Permission denied\n"),
+    let w = &mut FakeWorker::new(FakeDocker::Running("web-1"));
+    w.wrap_find(&format!(
+        "$FIND \"$@\"\necho \"find: '{t}/locked': Permission denied\" >&2\nexit 1"
     ));
-    let o = cleanup(&mut w, &config(json!({"target_dirs": [t.clone()]})));
+    let o = cleanup(
+        w,
+        &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
+        SCRIPT_BUDGET,
+    );
     assert_eq!(o.status, Status::Failed);
     assert_eq!(
         o.detail["error"],
@@ -547,29 +650,279 @@ fn find_errors_fail_the_run_with_details_kept() {
 }
 
 #[test]
-fn unreachable_worker_skips_the_remaining_dirs() {
-    let s = scratch("unreach");
-    let a = populated_target(&s.0);
+fn a_target_that_is_not_a_directory_is_an_error_a_missing_one_is_not() {
+    let s = scratch("notdir");
+    let file = s.0.join("file");
+    write(&s.0, "file", 1);
+    let dangling = s.0.join("dangling");
+    symlink(s.0.join("nowhere"), &dangling).unwrap();
+    let missing = s.0.join("a/b/c");
+    let under_a_file = file.join("x");
     let mut w = FakeWorker::new(FakeDocker::Absent);
-    w.test_error = Some(Error::Unreachable("connection refused".into()));
-    let b = s.0.join("other").to_str().unwrap().to_string();
+    let targets: Vec<&str> = [&file, &dangling, &missing, &under_a_file]
+        .map(|p| p.to_str().unwrap())
+        .to_vec();
     let o = cleanup(
         &mut w,
-        &config(json!({"target_dirs": [a.clone(), b.clone()]})),
+        &config(json!({ "target_dirs": targets })),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Failed);
+    let details = &o.detail["details"];
+    for p in &targets[..2] {
+        assert_eq!(
+            details[*p],
+            json!({"result": "check_failed", "error": format!("{p} exists but is not a directory")})
+        );
+    }
+    for p in &targets[2..] {
+        assert_eq!(details[*p], json!({"result": "dir_not_found"}));
+    }
+    assert!(file.exists());
+}
+
+#[test]
+fn file_names_cannot_forge_records() {
+    let s = scratch("forge");
+    let t = s.0.join("t");
+    let other = s.0.join("other");
+    // Names that would read as records if paths were framed by newlines, or taken for
+    // control records if they started a line: the end, another target's result, a count.
+    let names = [
+        "a\nZ",
+        "b\nT1\nSmissing\nZ",
+        "c\nC99\nX0\nE",
+        "Z",
+        "d\n/etc/passwd",
+    ];
+    for n in names {
+        write(&t, n, 10);
+        set_old(&t.join(n));
+    }
+    write(&other, "old.log", 10);
+    set_old(&other.join("old.log"));
+    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let (t, other) = (t.to_str().unwrap(), other.to_str().unwrap());
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t, other], "max_age_mins": 60})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    let d = &o.detail["details"][t];
+    let listed: BTreeSet<String> = names.iter().map(|n| format!("{t}/{n}")).collect();
+    assert_eq!(paths(&d["deleted_files"]), listed);
+    assert_eq!(d["deleted_files_count"], names.len());
+    assert_eq!(d["listing_truncated"], false);
+    assert_eq!(
+        o.detail["details"][other]["deleted_files"],
+        json!([format!("{other}/old.log")])
+    );
+    assert!(Path::new("/etc/passwd").exists());
+}
+
+#[test]
+fn a_thousand_deletions_are_counted_and_two_hundred_listed() {
+    let s = scratch("many");
+    let t = &write_many(&s.0.join("t"), "f", 1000, 2048);
+    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t], "max_file_size": "1K"})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    let d = &o.detail["details"][t];
+    assert_eq!(d["deleted_files_count"], 1000);
+    assert_eq!(d["deleted_files"].as_array().unwrap().len(), 200);
+    assert_eq!(d["listing_truncated"], false);
+    // The script itself sends no more than 200 paths: the output stays small.
+    let sent = w.stdouts[0]
+        .split('\0')
+        .filter(|r| r.starts_with('/'))
+        .count();
+    assert_eq!(sent, 200);
+    assert_eq!(fs::read_dir(t).unwrap().count(), 0);
+}
+
+#[test]
+fn the_scripts_temp_files_survive_a_target_that_holds_them() {
+    // TMPDIR inside the target and every file "too large": the script's own listing must be
+    // neither deleted nor listed, and its temp dir is gone afterwards.
+    let s = scratch("tmpin");
+    let t = &write_many(&s.0.join("t"), "file-with-a-long-name-", 300, 2);
+    let tmpdir = s.0.join("t/tmp");
+    fs::create_dir_all(&tmpdir).unwrap();
+    let mut w = FakeWorker::new(FakeDocker::Absent);
+    w.tmpdir = Some(tmpdir.clone());
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t], "max_file_size": 1})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    let d = &o.detail["details"][t];
+    assert_eq!(d["deleted_files_count"], 300, "{d:#}");
+    assert!(
+        paths(&d["deleted_files"])
+            .iter()
+            .all(|p| p.contains("/file-with-a-long-name-")),
+        "{d:#}"
+    );
+    assert_eq!(tree(&tmpdir), BTreeSet::new(), "the temp dir is removed");
+}
+
+#[test]
+fn a_find_past_the_budget_times_out_and_later_targets_are_skipped() {
+    let s = scratch("slow");
+    let (a, b) = (
+        populated_target(&s.0.join("a")),
+        populated_target(&s.0.join("b")),
+    );
+    let w = &mut FakeWorker::new(FakeDocker::Absent);
+    // Killed mid-way, as `find` would be: one whole path out, the next one cut.
+    w.wrap_find(r#"printf '%s/old.log\0%s/ol' "$1" "$1"; exec sleep 30"#);
+    symlink(which("sleep"), w.bin.0.join("sleep")).unwrap();
+    let started = Instant::now();
+    let o = cleanup(
+        w,
+        &config(json!({"target_dirs": [a.clone(), b.clone()], "max_age_mins": 60})),
+        Duration::from_secs(2),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the script keeps its budget: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.status, Status::Failed);
+    let d = &o.detail["details"][&a];
+    assert_eq!(d["exit_code"], 124, "{d:#}");
+    let errors = d["errors"].as_str().unwrap();
+    assert!(
+        errors.starts_with(
+            "find (deleting files) timed out: the run's time budget of 2 s ran out (the next \
+             run continues)\nfind (pruning empty dirs) not started"
+        ),
+        "{errors}"
+    );
+    assert_eq!(d["deleted_files"], json!([format!("{a}/old.log")]));
+    assert_eq!(d["deleted_files_count"], 1);
+    assert_eq!(o.detail["details"][&b], json!({"result": "skipped"}));
+    assert!(Path::new(&b).join("old.log").exists());
+    assert_eq!(
+        o.detail["error"],
+        format!(
+            "cleanup failed in {a}: find (deleting files) timed out: the run's time budget of \
+             2 s ran out (the next run continues)"
+        )
+    );
+}
+
+#[test]
+fn output_cut_by_the_host_marks_listings_truncated_and_the_rest_unfinished() {
+    let s = scratch("cut");
+    let a = write_many(&s.0.join("a"), "f", 100, 2048);
+    let b = populated_target(&s.0.join("b"));
+    let mut w = FakeWorker::new(FakeDocker::Absent);
+    w.max_output_bytes = Some(2000);
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [a.clone(), b.clone()], "max_file_size": "1K"})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(o.status, Status::Failed);
+    let d = &o.detail["details"][&a];
+    assert_eq!(d["listing_truncated"], true, "{d:#}");
+    assert_eq!(d["exit_code"], Value::Null);
+    let listed = d["deleted_files"].as_array().unwrap().len();
+    assert!(listed > 0 && listed < 100, "{listed}");
+    let cut = "did not finish: the worker script's output was cut at the host's size limit";
+    assert_eq!(
+        o.detail["details"][&b],
+        json!({"result": "did_not_finish", "error": cut})
+    );
+    assert!(
+        o.detail["error"].as_str().unwrap().starts_with(&format!(
+            "cleanup failed in {a}, {b}: find (deleting files) {cut}"
+        )),
+        "{}",
+        o.detail["error"]
+    );
+}
+
+#[test]
+fn host_errors_fail_the_run() {
+    let s = scratch("hosterr");
+    let t = populated_target(&s.0);
+    let mut w = FakeWorker::new(FakeDocker::Absent);
+    w.error = Some(Error::Unreachable("connection refused".into()));
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t.clone()]})),
+        SCRIPT_BUDGET,
     );
     assert_eq!(o.status, Status::Failed);
     assert_eq!(
         o.detail["error"],
-        format!("cleanup failed in {a}: test -d did not finish (unreachable: connection refused)")
+        "the cleanup script did not finish (unreachable: connection refused)"
     );
-    assert_eq!(o.detail["details"][&a]["result"], "check_failed");
-    assert_eq!(o.detail["details"][&b], json!({"result": "skipped"}));
+    assert_eq!(o.detail["docker"], "unknown");
     assert_eq!(
-        w.calls
-            .iter()
-            .filter(|c| matches!(c, Program::Argv(_)))
-            .count(),
-        2,
-        "docker ps, then the one test -d that found the worker gone"
+        o.detail["details"][&t],
+        json!({"result": "did_not_finish", "error": "did not finish: unreachable: connection refused"})
     );
+    assert_eq!(w.calls.len(), 1);
+
+    w.error = Some(Error::NotFound(
+        "program \"bash\" not found on the worker".into(),
+    ));
+    let o = cleanup(
+        &mut w,
+        &config(json!({"target_dirs": [t.clone()]})),
+        SCRIPT_BUDGET,
+    );
+    assert_eq!(
+        o.detail["error"],
+        "cannot run the cleanup script (not found: program \"bash\" not found on the worker); \
+         nothing was deleted"
+    );
+    assert!(o.detail.get("details").is_none());
+    assert!(Path::new(&t).join("old.log").exists());
+}
+
+#[test]
+fn the_script_refuses_malformed_arguments() {
+    let w = FakeWorker::new(FakeDocker::Absent);
+    let run = |args: &[&str]| {
+        let mut argv: Vec<String> = ["bash", "-c", SCRIPT, "file_cleanup"]
+            .map(String::from)
+            .to_vec();
+        argv.extend(args.iter().map(|a| a.to_string()));
+        w.run(&argv).stdout
+    };
+    let ok = ["5", "30", "200", "8000"];
+    for (args, reason) in [
+        (&["5", "30", "200"][..], "bad arguments"),
+        (&["5", "0", "200", "8000"][..], "bad arguments"),
+        (&["08", "30", "200", "8000"][..], "bad arguments"),
+        (
+            &["5", "30", "200", "8000", "/x", "/x"][..],
+            "bad arguments: a target is cut short",
+        ),
+        (
+            &[&ok[..], &["/x", "/x", "0", "1", "-print", "0", "9", "-x"]].concat()[..],
+            "bad arguments: a bad count",
+        ),
+        (
+            &[&ok[..], &["x", "x", "0", "0", "0", "0"]].concat()[..],
+            "bad arguments: a target is not an absolute path",
+        ),
+        (
+            &[&ok[..], &["/x", "/x", "$(id)", "0", "0", "0"]].concat()[..],
+            "bad arguments: a bad count",
+        ),
+    ] {
+        assert_eq!(run(args), format!("A{reason}\0Z\0"), "{args:?}");
+    }
+    assert_eq!(run(&ok), "Dabsent\0Z\0");
 }
