@@ -114,7 +114,10 @@ impl PrivateDockerd {
             .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
-        assert!(tar.wait().unwrap().success(), "tar of {tag}'s rootfs failed");
+        assert!(
+            tar.wait().unwrap().success(),
+            "tar of {tag}'s rootfs failed"
+        );
         assert!(
             out.status.success(),
             "docker import {tag}: {}",
