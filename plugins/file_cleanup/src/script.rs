@@ -87,7 +87,11 @@ tmp=$(mktemp -d 2>&1) || fatal "mktemp -d failed: $tmp"
 trap 'rm -rf -- "$tmp"' EXIT
 trap 'exit 143' HUP INT TERM
 out=$tmp/out err=$tmp/err
-errors() { printf E; head -c "$err_bytes" -- "$err" | tr -d '\0'; printf '\0'; }
+# Each process costs the worker a fork and an exec: none while stderr is empty (the usual case).
+errors() {
+  if [[ -s $err ]]; then printf E; head -c "$err_bytes" -- "$err" | tr -d '\0'; printf '\0'
+  else printf 'E\0'; fi
+}
 # Every `timeout` here is --foreground: it stays in the host's process group, so that the
 # host's own kill (if its call limit is shorter than our budget) reaches docker and find too.
 
@@ -123,8 +127,13 @@ pass() { # OFFSET (0: file pass, 2: dir pass) KIND
     "${args[@]:from[o + 1]:len[o + 1]}" >"$out" 2>"$err"
   rc=$?
   ((rc == 124 || rc == 137)) && expired=1
-  head -z -n "$max_listed" -- "$out"
-  rec '' "C$(tr -dc '\0' <"$out" | wc -c)" "X$rc"
+  # Listing and count in bash itself (no head/tr/wc processes). A find killed by its time
+  # limit may have written half a path last: dropped (a timed-out pass's count is a lower
+  # bound anyway, since find deletes before it prints).
+  mapfile -d '' -t found <"$out"
+  ((expired && ${#found[@]})) && unset 'found[${#found[@]}-1]'
+  ((${#found[@]})) && printf '%s\0' "${found[@]:0:max_listed}"
+  rec '' "C${#found[@]}" "X$rc"
   errors
 }
 
