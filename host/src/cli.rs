@@ -6,18 +6,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::plugins::{PluginSet, plugin_name_for_class};
+use crate::plugins::PluginSet;
 use crate::report::TickOutcome;
 use crate::run::{RunSettings, TaskRun, run_tick};
 use crate::runtime::{Runtime, RuntimeLimits, WIT_VERSION};
-use crate::scheduler;
-use crate::workers::{self, DEFAULT_ROCKLET_PORT, WorkerAddr};
+use crate::server;
+use crate::workers;
 
 /// Quarry: fleet maintenance tasks as WebAssembly components, run on every worker.
 #[derive(Debug, Parser)]
@@ -128,7 +127,7 @@ pub async fn execute(
                 writeln!(err, "{e}")?;
                 return Ok(ExitCode::from(2));
             }
-            scheduler::serve(&config, shutdown_signal()).await?;
+            server::serve(&config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -148,8 +147,8 @@ pub async fn execute(
                 plugins_dir,
                 status_dir,
                 report_dir,
-                timeout: Duration::from_secs(timeout.max(1)),
-                memory_bytes: memory_mib << 20,
+                timeout,
+                memory_mib,
             };
             run_once(args, out, err).await
         }
@@ -184,8 +183,14 @@ async fn shutdown_signal() {
 
 /// A runtime for one-shot commands, with the default compile cache.
 fn runtime(limits: RuntimeLimits) -> anyhow::Result<Arc<Runtime>> {
+    let cache = config::default_cache_dir(&|k: &str| std::env::var(k).ok());
+    runtime_with_cache(limits, cache.as_deref())
+}
+
+/// A runtime for one-shot commands, with a compile cache in `cache` if any.
+fn runtime_with_cache(limits: RuntimeLimits, cache: Option<&Path>) -> anyhow::Result<Arc<Runtime>> {
     let mut rt = Runtime::new(limits)?;
-    if let Some(dir) = config::default_cache_dir(&|k: &str| std::env::var(k).ok()) {
+    if let Some(dir) = cache {
         rt = rt.with_compile_cache(dir);
     }
     Ok(Arc::new(rt))
@@ -198,8 +203,63 @@ struct RunArgs {
     plugins_dir: PathBuf,
     status_dir: Option<String>,
     report_dir: Option<PathBuf>,
-    timeout: Duration,
-    memory_bytes: u64,
+    timeout: u64,
+    memory_mib: u64,
+}
+
+impl RunArgs {
+    /// The flags as the config they stand for, so that `quarry run` is validated exactly as a
+    /// config file is (same bounds, same messages, named after the flags).
+    fn config(&self, params: serde_json::Map<String, serde_json::Value>) -> Result<Config, String> {
+        let raw = config::RawConfig {
+            scheduler: Some(config::RawScheduler {
+                enabled: true,
+                worker_cache_ttl: None,
+                tasks: vec![config::RawTask {
+                    task_class: self.task.clone(),
+                    enabled: true,
+                    interval_seconds: None,
+                    params: Some(params),
+                }],
+            }),
+            quarry: config::RawQuarry {
+                plugins_dir: Some(self.plugins_dir.clone()),
+                workers: (!self.workers.is_empty()).then(|| self.workers.clone()),
+                status_dir: self.status_dir.clone(),
+                report_dir: self.report_dir.clone(),
+                run_timeout_seconds: Some(self.timeout),
+                // Host calls get the run's budget when it is shorter than the default cap.
+                call_timeout_seconds: Some(
+                    config::DEFAULT_CALL_TIMEOUT_SECS.min(self.timeout.max(1)),
+                ),
+                memory_limit_mib: Some(self.memory_mib),
+                ..Default::default()
+            },
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        Config::from_raw(raw, Path::new(""), env).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", flag_of(&p.field), p.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// The `quarry run` flag that sets a config field.
+fn flag_of(field: &str) -> &str {
+    let field = field.split('[').next().unwrap_or(field);
+    match field {
+        "quarry.workers" => "--worker",
+        "quarry.status_dir" => "--status-dir",
+        "quarry.report_dir" => "--report-dir",
+        "quarry.plugins_dir" => "--plugins-dir",
+        "quarry.run_timeout_seconds" | "quarry.call_timeout_seconds" => "--timeout",
+        "quarry.memory_limit_mib" => "--memory-mib",
+        "scheduler.tasks" => "TASK",
+        other => other,
+    }
 }
 
 /// `quarry run`.
@@ -213,38 +273,20 @@ async fn run_once(
         Ok(ExitCode::from(2))
     };
     let params = match serde_json::from_str::<serde_json::Value>(&args.params) {
-        Ok(v @ serde_json::Value::Object(_)) => v.to_string(),
+        Ok(serde_json::Value::Object(map)) => map,
         Ok(_) => return usage(err, "--params must be a JSON object".into()),
         Err(e) => return usage(err, format!("--params is not valid JSON: {e}")),
     };
-    let addrs = if args.workers.is_empty() {
-        vec![WorkerAddr::Local]
-    } else {
-        let mut addrs = Vec::new();
-        for w in &args.workers {
-            match WorkerAddr::parse(w, DEFAULT_ROCKLET_PORT) {
-                Ok(a) => addrs.push(a),
-                Err(e) => return usage(err, format!("--worker: {e}")),
-            }
-        }
-        addrs
+    let cfg = match args.config(params) {
+        Ok(cfg) => cfg,
+        Err(msg) => return usage(err, msg),
     };
-    let status_dir = args.status_dir.unwrap_or_else(|| {
-        std::env::var(config::STATUS_DIR_ENV)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| config::DEFAULT_STATUS_DIR.into())
-    });
-    if !status_dir.starts_with('/') {
-        return usage(err, format!("--status-dir {status_dir:?} must be absolute"));
-    }
-    let rt = runtime(RuntimeLimits {
-        memory_bytes: args.memory_bytes,
-        call_timeout: Duration::from_secs(config::DEFAULT_CALL_TIMEOUT_SECS).min(args.timeout),
-        ..Default::default()
-    })?;
-    let plugins = PluginSet::load_dir(&rt, &args.plugins_dir).await?;
-    let name = plugin_name_for_class(&args.task);
+    let rt = runtime_with_cache(cfg.runtime, cfg.paths.cache_dir.as_deref())?;
+    let plugins = PluginSet::load_dir(&rt, &cfg.paths.plugins_dir).await?;
+    let Some(t) = cfg.tasks.first() else {
+        return usage(err, "TASK is empty".into());
+    };
+    let (name, params) = (t.plugin.as_str(), t.params.clone());
     let Some(plugin) = plugins.get(name) else {
         return usage(
             err,
@@ -260,12 +302,11 @@ async fn run_once(
         Ok(Err(msg)) => return usage(err, format!("invalid params for {name}: {msg}")),
         Err(e) => return usage(err, format!("{name} failed while validating params: {e}")),
     }
-    let workers = workers::connect(&addrs, workers::Limits::default());
+    let workers = workers::connect(&cfg.discovery.fixed, workers::Limits::default());
+    // A one-shot run writes a report only where asked to.
     let settings = RunSettings {
-        status_dir,
-        run_timeout: args.timeout,
-        concurrency: config::DEFAULT_CONCURRENCY,
         report_dir: args.report_dir,
+        ..cfg.run
     };
     let task = TaskRun::new(plugin.clone(), params);
     let (report, runs) = run_tick(&rt, &task, &workers, &settings).await;
@@ -276,7 +317,7 @@ async fn run_once(
             write!(
                 err,
                 " ({}: {e})",
-                r.error_type.as_deref().unwrap_or("error")
+                r.error_type.map(|t| t.as_str()).unwrap_or("error")
             )?;
         }
         writeln!(err)?;
@@ -410,8 +451,8 @@ async fn check_config(
             return Ok(ExitCode::from(1));
         }
     };
-    let rt = runtime(scheduler::runtime_limits(&cfg))?;
-    let plugins = match PluginSet::load_dir(&rt, &cfg.plugins_dir).await {
+    let rt = runtime_with_cache(cfg.runtime, cfg.paths.cache_dir.as_deref())?;
+    let plugins = match PluginSet::load_dir(&rt, &cfg.paths.plugins_dir).await {
         Ok(p) => p,
         Err(e) => {
             writeln!(
@@ -422,7 +463,7 @@ async fn check_config(
             return Ok(ExitCode::from(1));
         }
     };
-    if let Err(problems) = scheduler::resolve_tasks(&rt, &cfg, &plugins).await {
+    if let Err(problems) = server::resolve_tasks(&rt, &cfg, &plugins).await {
         let e = config::ConfigError {
             file: file.to_path_buf(),
             problems,
@@ -437,7 +478,7 @@ async fn check_config(
         file.display(),
         names.len(),
         names.join(", "),
-        cfg.workers.len(),
+        cfg.discovery.fixed.len(),
         if cfg.enabled { "enabled" } else { "disabled" }
     )?;
     Ok(ExitCode::SUCCESS)

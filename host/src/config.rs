@@ -6,15 +6,25 @@
 //! `rock-*.yml` can be used as is. Inside `scheduler:` and `quarry:` an unknown key is an
 //! error that names it (a typo must not silently disable a setting).
 //!
+//! The validated config comes in parts, each checked by its own function with named bounds
+//! and taken whole by its consumer: [`RuntimeLimits`] (restart-only), [`PathsConfig`]
+//! (restart-only), [`RunSettings`] and discovery's [`Sources`] (both applied from the next
+//! tick). `quarry serve`, `quarry check-config` and `quarry run` all go through
+//! [`Config::from_raw`].
+//!
 //! The YAML library sits behind [`parse_yaml`] only.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::plugins::plugin_name_for_class;
+use crate::run::RunSettings;
+use crate::runtime::RuntimeLimits;
+use crate::workers::discovery::Sources;
 use crate::workers::{DEFAULT_ROCKLET_PORT, WorkerAddr};
 
 /// ROCK's status directory variable; Quarry honours it as the default `status_dir`.
@@ -120,41 +130,44 @@ pub struct RawQuarry {
     pub compile: Option<crate::runtime::CompileMode>,
 }
 
-/// A validated configuration.
+/// Bounds of `quarry.concurrency`: at least one worker in flight; beyond 10 000 the pool and
+/// the file descriptors of one host run out first.
+pub const CONCURRENCY_RANGE: RangeInclusive<u64> = 1..=10_000;
+/// Bounds of `quarry.call_timeout_seconds`: the rocklet answers 504 after 85 s whatever happens.
+pub const CALL_TIMEOUT_RANGE_SECS: RangeInclusive<u64> = 1..=MAX_CALL_TIMEOUT_SECS;
+/// Bounds of `quarry.run_timeout_seconds`: a run longer than a day is a hung run.
+pub const RUN_TIMEOUT_RANGE_SECS: RangeInclusive<u64> = 1..=86_400;
+/// Bounds of `quarry.memory_limit_mib`: below 16 MiB no guest language starts; 4 GiB is
+/// wasm32's whole address space.
+pub const MEMORY_LIMIT_RANGE_MIB: RangeInclusive<u64> = 16..=4096;
+/// Bounds of `interval_seconds`: at least a second, at most a year.
+pub const INTERVAL_RANGE_SECS: RangeInclusive<u64> = 1..=366 * 86_400;
+
+/// A validated configuration, in the parts its consumers take whole.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// false → nothing is scheduled.
     pub enabled: bool,
-    /// Worker cache lifetime.
-    pub worker_cache_ttl: Duration,
     /// Enabled tasks, in file order.
     pub tasks: Vec<TaskConfig>,
+    /// Limits of every run and how plugins compile: fixed for the runtime's lifetime, so a
+    /// change needs a restart.
+    pub runtime: RuntimeLimits,
+    /// Directories read at start (plugins, compile cache): a change needs a restart.
+    pub paths: PathsConfig,
+    /// Status dir, budgets, concurrency and report dir: applied from the next tick.
+    pub run: RunSettings,
+    /// Where workers come from: applied from the next tick.
+    pub discovery: Sources,
+}
+
+/// Directories Quarry reads at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathsConfig {
     /// Plugins directory.
     pub plugins_dir: PathBuf,
-    /// Workers listed in the config.
-    pub workers: Vec<WorkerAddr>,
-    /// Workers file, if any.
-    pub workers_file: Option<PathBuf>,
-    /// Ray dashboard URL, if any.
-    pub ray_dashboard: Option<String>,
-    /// Port for workers given without one.
-    pub rocklet_port: u16,
-    /// Status directory on the workers.
-    pub status_dir: String,
-    /// Run report directory on this host.
-    pub report_dir: PathBuf,
-    /// Workers in flight per tick.
-    pub concurrency: usize,
-    /// Budget of one (task, worker) run.
-    pub run_timeout: Duration,
-    /// Cap on one host call.
-    pub call_timeout: Duration,
-    /// Linear memory per run, bytes.
-    pub memory_limit_bytes: u64,
     /// Compile cache directory, if any.
     pub cache_dir: Option<PathBuf>,
-    /// How plugins are compiled.
-    pub compile: crate::runtime::CompileMode,
 }
 
 /// One validated task entry.
@@ -219,6 +232,49 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Field
     })
 }
 
+/// Problems found so far, each with its field.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// `value` (or `default`) when inside `range`; otherwise a problem (with `why` after
+    /// the range, when not empty), and `None`.
+    fn in_range(
+        &mut self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+        range: RangeInclusive<u64>,
+        why: &str,
+    ) -> Option<u64> {
+        let v = value.unwrap_or(default);
+        if range.contains(&v) {
+            return Some(v);
+        }
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        };
+        self.add(
+            field,
+            format!(
+                "{v} is out of range ({}-{}){why}",
+                range.start(),
+                range.end()
+            ),
+        );
+        None
+    }
+}
+
 impl Config {
     /// Reads and validates `file`. Relative paths inside are resolved against its directory.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
@@ -242,14 +298,13 @@ impl Config {
         Config::from_raw(raw, base, |k| std::env::var(k).ok())
     }
 
-    /// Validates a parsed config. `env` reads environment variables (injected for tests).
+    /// Validates a parsed config, part by part, reporting every problem. `env` reads
+    /// environment variables (injected for tests); `base` resolves relative paths.
     pub fn from_raw(
         raw: RawConfig,
         base: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<FieldError>> {
-        let mut problems = Vec::new();
-        let mut bad = |field: String, reason: String| problems.push(FieldError { field, reason });
         let Some(sched) = raw.scheduler else {
             return Err(vec![FieldError {
                 field: "scheduler".into(),
@@ -257,175 +312,236 @@ impl Config {
             }]);
         };
         let q = raw.quarry;
-
-        let mut tasks = Vec::new();
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for (index, t) in sched.tasks.into_iter().enumerate() {
-            let at = |f: &str| format!("scheduler.tasks[{index}].{f}");
-            if t.task_class.trim().is_empty() {
-                if t.enabled {
-                    bad(
-                        at("task_class"),
-                        "is empty: name a plugin or a ROCK task class".into(),
-                    );
-                }
-                continue;
-            }
-            if !t.enabled {
-                continue;
-            }
-            let plugin = plugin_name_for_class(t.task_class.trim()).to_string();
-            if let Some(first) = seen.insert(plugin.clone(), index) {
-                bad(
-                    at("task_class"),
-                    format!(
-                        "task {plugin:?} is already configured by scheduler.tasks[{first}]; each task may appear once"
-                    ),
-                );
-                continue;
-            }
-            let interval = match t.interval_seconds {
-                Some(0) => {
-                    bad(at("interval_seconds"), "must be at least 1".into());
-                    None
-                }
-                Some(s) if s > 366 * 86400 => {
-                    bad(at("interval_seconds"), format!("{s} is more than a year"));
-                    None
-                }
-                Some(s) => Some(Duration::from_secs(s)),
-                None => None,
-            };
-            let params = serde_json::Value::Object(t.params.unwrap_or_default()).to_string();
-            tasks.push(TaskConfig {
-                index,
-                task_class: t.task_class,
-                plugin,
-                interval,
-                params,
-            });
-        }
-
-        let port = q.rocklet_port.unwrap_or(DEFAULT_ROCKLET_PORT);
-        if port == 0 {
-            bad("quarry.rocklet_port".into(), "must be 1-65535".into());
-        }
-        let mut workers = Vec::new();
-        let discovered = q.workers_file.is_some() || q.ray_dashboard.is_some();
-        for (i, w) in q
-            .workers
-            .unwrap_or_else(|| {
-                if discovered {
-                    Vec::new()
-                } else {
-                    vec!["local".to_string()]
-                }
-            })
-            .iter()
-            .enumerate()
-        {
-            match WorkerAddr::parse(w, port) {
-                Ok(a) if workers.contains(&a) => bad(
-                    format!("quarry.workers[{i}]"),
-                    format!("{a} is listed twice"),
-                ),
-                Ok(a) => workers.push(a),
-                Err(e) => bad(format!("quarry.workers[{i}]"), e),
-            }
-        }
-
-        let status_dir = q
-            .status_dir
-            .or_else(|| env(STATUS_DIR_ENV).filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| DEFAULT_STATUS_DIR.to_string());
-        if !status_dir.starts_with('/') {
-            bad(
-                "quarry.status_dir".into(),
-                format!("{status_dir:?} must be an absolute path (it is used on every worker)"),
-            );
-        }
-        let report_dir = q
-            .report_dir
-            .map(|p| base.join(p))
-            .unwrap_or_else(|| PathBuf::from(&status_dir));
-        let plugins_dir = base.join(
-            q.plugins_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGINS_DIR)),
-        );
-
-        let concurrency = q.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 || concurrency > 10_000 {
-            bad(
-                "quarry.concurrency".into(),
-                format!("{concurrency} is out of range (1-10000)"),
-            );
-        }
-        let call = q.call_timeout_seconds.unwrap_or(DEFAULT_CALL_TIMEOUT_SECS);
-        if call == 0 || call > MAX_CALL_TIMEOUT_SECS {
-            bad(
-                "quarry.call_timeout_seconds".into(),
-                format!(
-                    "{call} is out of range (1-{MAX_CALL_TIMEOUT_SECS}): the rocklet gives up on any request after 85 s"
-                ),
-            );
-        }
-        let run = q.run_timeout_seconds.unwrap_or(DEFAULT_RUN_TIMEOUT_SECS);
-        if run == 0 || run > 86_400 {
-            bad(
-                "quarry.run_timeout_seconds".into(),
-                format!("{run} is out of range (1-86400)"),
-            );
-        }
-        let mem = q.memory_limit_mib.unwrap_or(DEFAULT_MEMORY_LIMIT_MIB);
-        if !(16..=4096).contains(&mem) {
-            bad(
-                "quarry.memory_limit_mib".into(),
-                format!("{mem} is out of range (16-4096)"),
-            );
-        }
-        let ttl = sched
-            .worker_cache_ttl
-            .unwrap_or(DEFAULT_WORKER_CACHE_TTL_SECS);
-        if ttl == 0 {
-            bad(
-                "scheduler.worker_cache_ttl".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if let Some(url) = &q.ray_dashboard
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            bad(
-                "quarry.ray_dashboard".into(),
-                format!("{url:?} must be an http:// or https:// URL of Ray's dashboard"),
-            );
-        }
-        let cache_dir = match q.cache_dir {
-            Some(p) if p.as_os_str() == "none" => None,
-            Some(p) => Some(base.join(p)),
-            None => default_cache_dir(&env),
+        let mut problems = Problems::default();
+        let tasks = tasks(sched.tasks, &mut problems);
+        let discovery = discovery(&q, sched.worker_cache_ttl, base, &mut problems);
+        let run = run_settings(&q, base, &env, &mut problems);
+        let runtime = runtime_limits(&q, &mut problems);
+        let paths = PathsConfig {
+            plugins_dir: base.join(
+                q.plugins_dir
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_PLUGINS_DIR)),
+            ),
+            cache_dir: match q.cache_dir {
+                Some(p) if p.as_os_str() == "none" => None,
+                Some(p) => Some(base.join(p)),
+                None => default_cache_dir(&env),
+            },
         };
-
-        if !problems.is_empty() {
-            return Err(problems);
+        match (problems.0.is_empty(), discovery, run, runtime) {
+            (true, Some(discovery), Some(run), Some(runtime)) => Ok(Config {
+                enabled: sched.enabled,
+                tasks,
+                runtime,
+                paths,
+                run,
+                discovery,
+            }),
+            _ => Err(problems.0),
         }
-        Ok(Config {
-            enabled: sched.enabled,
-            worker_cache_ttl: Duration::from_secs(ttl),
-            tasks,
-            plugins_dir,
-            workers,
-            workers_file: q.workers_file.map(|p| base.join(p)),
-            ray_dashboard: q.ray_dashboard,
-            rocklet_port: port,
-            status_dir,
-            report_dir,
-            concurrency,
-            run_timeout: Duration::from_secs(run),
-            call_timeout: Duration::from_secs(call),
-            memory_limit_bytes: mem << 20,
-            cache_dir,
-            compile: q.compile.unwrap_or_default(),
-        })
     }
+
+    /// The settings that differ from `running`'s but apply only at a restart, named as in
+    /// the YAML. Computed from the runtime and paths parts: a field added to either must be
+    /// named here (the destructuring does not compile otherwise).
+    pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
+        let RuntimeLimits {
+            memory_bytes,
+            call_timeout,
+            compile,
+        } = self.runtime;
+        let PathsConfig {
+            plugins_dir,
+            cache_dir,
+        } = &self.paths;
+        let old = (&running.runtime, &running.paths);
+        [
+            ("quarry.plugins_dir", *plugins_dir != old.1.plugins_dir),
+            (
+                "quarry.memory_limit_mib",
+                memory_bytes != old.0.memory_bytes,
+            ),
+            (
+                "quarry.call_timeout_seconds",
+                call_timeout != old.0.call_timeout,
+            ),
+            ("quarry.cache_dir", *cache_dir != old.1.cache_dir),
+            ("quarry.compile", compile != old.0.compile),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+/// `scheduler.tasks`: enabled entries, each task once.
+fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
+    let mut tasks = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, t) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("scheduler.tasks[{index}].{f}");
+        if t.task_class.trim().is_empty() {
+            if t.enabled {
+                problems.add(
+                    at("task_class"),
+                    "is empty: name a plugin or a ROCK task class",
+                );
+            }
+            continue;
+        }
+        if !t.enabled {
+            continue;
+        }
+        let plugin = plugin_name_for_class(t.task_class.trim()).to_string();
+        if let Some(first) = seen.insert(plugin.clone(), index) {
+            problems.add(
+                at("task_class"),
+                format!(
+                    "task {plugin:?} is already configured by scheduler.tasks[{first}]; each task may appear once"
+                ),
+            );
+            continue;
+        }
+        let interval = match t.interval_seconds {
+            Some(0) => {
+                problems.add(at("interval_seconds"), "must be at least 1");
+                None
+            }
+            Some(s) if !INTERVAL_RANGE_SECS.contains(&s) => {
+                problems.add(at("interval_seconds"), format!("{s} is more than a year"));
+                None
+            }
+            Some(s) => Some(Duration::from_secs(s)),
+            None => None,
+        };
+        let params = serde_json::Value::Object(t.params.unwrap_or_default()).to_string();
+        tasks.push(TaskConfig {
+            index,
+            task_class: t.task_class,
+            plugin,
+            interval,
+            params,
+        });
+    }
+    tasks
+}
+
+/// Where workers come from: listed addresses (default `local` unless a discovery source is
+/// set), a workers file, Ray.
+fn discovery(
+    q: &RawQuarry,
+    ttl: Option<u64>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<Sources> {
+    let port = q.rocklet_port.unwrap_or(DEFAULT_ROCKLET_PORT);
+    if port == 0 {
+        problems.add("quarry.rocklet_port", "must be 1-65535");
+    }
+    let discovered = q.workers_file.is_some() || q.ray_dashboard.is_some();
+    let listed = match &q.workers {
+        Some(w) => w.clone(),
+        None if discovered => Vec::new(),
+        None => vec!["local".to_string()],
+    };
+    let mut fixed = Vec::new();
+    for (i, w) in listed.iter().enumerate() {
+        match WorkerAddr::parse(w, port) {
+            Ok(a) if fixed.contains(&a) => problems.add(
+                format!("quarry.workers[{i}]"),
+                format!("{a} is listed twice"),
+            ),
+            Ok(a) => fixed.push(a),
+            Err(e) => problems.add(format!("quarry.workers[{i}]"), e),
+        }
+    }
+    let ttl = ttl.unwrap_or(DEFAULT_WORKER_CACHE_TTL_SECS);
+    if ttl == 0 {
+        problems.add("scheduler.worker_cache_ttl", "must be at least 1");
+    }
+    if let Some(url) = &q.ray_dashboard
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        problems.add(
+            "quarry.ray_dashboard",
+            format!("{url:?} must be an http:// or https:// URL of Ray's dashboard"),
+        );
+    }
+    Some(Sources {
+        fixed,
+        file: q.workers_file.as_ref().map(|p| base.join(p)),
+        ray_dashboard: q.ray_dashboard.clone(),
+        port,
+        ttl: Duration::from_secs(ttl),
+    })
+}
+
+/// Status dir (the config's, else `$ROCK_SCHEDULER_STATUS_DIR`, else ROCK's default), report
+/// dir (default: the status dir), the run budget and the fan-out.
+fn run_settings(
+    q: &RawQuarry,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<RunSettings> {
+    let status_dir = q
+        .status_dir
+        .clone()
+        .or_else(|| env(STATUS_DIR_ENV).filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_STATUS_DIR.to_string());
+    if !status_dir.starts_with('/') {
+        problems.add(
+            "quarry.status_dir",
+            format!("{status_dir:?} must be an absolute path (it is used on every worker)"),
+        );
+    }
+    let report_dir = q
+        .report_dir
+        .as_ref()
+        .map(|p| base.join(p))
+        .unwrap_or_else(|| PathBuf::from(&status_dir));
+    let concurrency = problems.in_range(
+        "quarry.concurrency",
+        q.concurrency.map(|c| c as u64),
+        DEFAULT_CONCURRENCY as u64,
+        CONCURRENCY_RANGE,
+        "",
+    );
+    let run = problems.in_range(
+        "quarry.run_timeout_seconds",
+        q.run_timeout_seconds,
+        DEFAULT_RUN_TIMEOUT_SECS,
+        RUN_TIMEOUT_RANGE_SECS,
+        "",
+    );
+    Some(RunSettings {
+        status_dir,
+        run_timeout: Duration::from_secs(run?),
+        concurrency: concurrency? as usize,
+        report_dir: Some(report_dir),
+    })
+}
+
+/// Memory per run, the cap on one host call, and how plugins compile.
+fn runtime_limits(q: &RawQuarry, problems: &mut Problems) -> Option<RuntimeLimits> {
+    let call = problems.in_range(
+        "quarry.call_timeout_seconds",
+        q.call_timeout_seconds,
+        DEFAULT_CALL_TIMEOUT_SECS,
+        CALL_TIMEOUT_RANGE_SECS,
+        "the rocklet gives up on any request after 85 s",
+    );
+    let mem = problems.in_range(
+        "quarry.memory_limit_mib",
+        q.memory_limit_mib,
+        DEFAULT_MEMORY_LIMIT_MIB,
+        MEMORY_LIMIT_RANGE_MIB,
+        "",
+    );
+    Some(RuntimeLimits {
+        memory_bytes: mem? << 20,
+        call_timeout: Duration::from_secs(call?),
+        compile: q.compile.unwrap_or_default(),
+    })
 }

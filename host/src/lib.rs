@@ -11,11 +11,14 @@
 //! - [`run`]: one task on one worker (status file pending → run → final) and on a whole tick.
 //! - [`report`]: ROCK-compatible status files and run reports.
 //! - [`scheduler`]: interval ticks per task, fan-out, graceful shutdown.
+//! - [`server`]: `quarry serve`: the scheduler, plugin watcher and discovery of one config,
+//!   and config reload; [`debounce`]: the quiet-period helper both file watchers use.
 //! - [`cli`]: the `quarry` command line; [`scaffold`]: `quarry plugin new/build`.
 //! - [`task`], [`error`]: domain types and error types.
 
 pub mod cli;
 pub mod config;
+pub mod debounce;
 pub mod error;
 pub mod plugins;
 pub mod report;
@@ -23,5 +26,6 @@ pub mod run;
 pub mod runtime;
 pub mod scaffold;
 pub mod scheduler;
+pub mod server;
 pub mod task;
 pub mod workers;

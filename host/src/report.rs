@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorType;
 use crate::task::RunStatus;
 
 /// Longest `error` text kept in reports and status files, in UTF-8 bytes, suffix included.
@@ -39,7 +40,7 @@ pub fn truncate_error(s: &str) -> String {
 }
 
 /// The status file's `status` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusWord {
     /// Written before the task runs.
@@ -63,25 +64,59 @@ impl From<RunStatus> for StatusWord {
 }
 
 /// `<task>_status.json` on a worker, keys in ROCK's order.
-#[derive(Clone, Debug, Serialize)]
+///
+/// Reading one back ([`StatusFile::parse`]) is lenient where ROCK's own files differ: missing
+/// keys take their defaults and a `pid` that is not a positive 32-bit number counts as none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusFile {
     /// Task name.
+    #[serde(default)]
     pub task_name: String,
     /// Worker host.
+    #[serde(default)]
     pub worker_ip: String,
     /// Pid of a started process, if any.
+    #[serde(default, deserialize_with = "lenient_pid")]
     pub pid: Option<u32>,
     /// Status.
     pub status: StatusWord,
     /// When the run started (kept from the pending write).
+    #[serde(default)]
     pub last_run: String,
     /// Error text of a failed run.
+    #[serde(default)]
     pub error: Option<String>,
     /// The task's detail object.
+    #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Key in a status file's `extra` where Quarry records the start time of a process a run
+/// reported (field 22 of `/proc/<pid>/stat`), so that a reused pid is not mistaken for it.
+pub const START_TIME_KEY: &str = "quarry_proc_start_time";
+
+/// A `pid` as ROCK may have written it: anything but a positive number that fits a pid is none.
+fn lenient_pid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_u64()
+        .filter(|p| *p > 0)
+        .and_then(|p| u32::try_from(p).ok()))
+}
+
 impl StatusFile {
+    /// A `pending` status for `task` on `worker_ip`, written before the task runs, stamped now.
+    pub fn pending(task: &str, worker_ip: &str) -> StatusFile {
+        StatusFile {
+            task_name: task.to_string(),
+            worker_ip: worker_ip.to_string(),
+            pid: None,
+            status: StatusWord::Pending,
+            last_run: timestamp_now(),
+            error: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
     /// Path of a task's status file in `status_dir`.
     pub fn path(status_dir: &str, task: &str) -> String {
         format!("{}/{task}_status.json", status_dir.trim_end_matches('/'))
@@ -90,6 +125,24 @@ impl StatusFile {
     /// The file's text: ROCK's layout with ASCII-only escaping.
     pub fn to_json(&self) -> String {
         ascii_only(&pretty(self))
+    }
+
+    /// Reads a status file's text; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<StatusFile> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The start time Quarry recorded for [`StatusFile::pid`], if any.
+    pub fn start_time(&self) -> Option<u64> {
+        self.extra.get(START_TIME_KEY).and_then(|v| v.as_u64())
+    }
+
+    /// Records (or, with `None`, removes) the start time of [`StatusFile::pid`].
+    pub fn set_start_time(&mut self, start_time: Option<u64>) {
+        match start_time {
+            Some(t) => self.extra.insert(START_TIME_KEY.into(), t.into()),
+            None => self.extra.remove(START_TIME_KEY),
+        };
     }
 }
 
@@ -117,7 +170,7 @@ pub struct WorkerResult {
     /// Outcome.
     pub outcome: WorkerOutcome,
     /// Kind of error (`ConnectionError`, `TimeoutError`, `TaskResultFailed`, …).
-    pub error_type: Option<String>,
+    pub error_type: Option<ErrorType>,
     /// Error text.
     pub error: Option<String>,
 }
@@ -239,13 +292,60 @@ impl RunReport {
 
     /// Writes the report atomically (temp file + rename), creating the directory.
     pub fn write(&self, report_dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(report_dir)?;
-        let path = Self::path(report_dir, &self.task_type);
-        let tmp = report_dir.join(format!(".{}_run_report.json.tmp", self.task_type));
-        std::fs::write(&tmp, self.to_json())?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+        write_atomically(
+            report_dir,
+            &format!("{}_run_report.json", self.task_type),
+            &self.to_json(),
+        )
     }
+}
+
+/// What uninstalling a task did on one worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct UninstallResult {
+    /// Worker host.
+    pub worker_ip: String,
+    /// The daemon that was killed, if one was alive.
+    pub stopped_pid: Option<u32>,
+    /// Whether the status file was removed (or already absent).
+    pub status_removed: bool,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// `<task>_uninstall_report.json`: what uninstalling a task did on every worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct UninstallReport {
+    /// Task name.
+    pub task_type: String,
+    /// When it finished.
+    pub timestamp: String,
+    /// Per worker, in worker order.
+    pub worker_results: Vec<UninstallResult>,
+}
+
+impl UninstallReport {
+    /// Path of a task's uninstall report in `report_dir`.
+    pub fn path(report_dir: &Path, task: &str) -> PathBuf {
+        report_dir.join(format!("{task}_uninstall_report.json"))
+    }
+
+    /// Writes the report atomically (temp file + rename), creating the directory.
+    pub fn write(&self, report_dir: &Path) -> std::io::Result<PathBuf> {
+        let name = format!("{}_uninstall_report.json", self.task_type);
+        write_atomically(report_dir, &name, &pretty(self))
+    }
+}
+
+/// Writes `dir/name` through a hidden temp file and a rename, so that a reader never sees a
+/// half-written file; creates `dir`.
+fn write_atomically(dir: &Path, name: &str, text: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
 }
 
 /// JSON with 2-space indent, like Python's `json.dumps(indent=2)`.
@@ -274,6 +374,51 @@ fn ascii_only(json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_file_round_trips_and_reads_rock_files() {
+        let mut st = StatusFile::pending("image_cleanup", "10.0.0.1");
+        st.status = StatusWord::Running;
+        st.pid = Some(4242);
+        st.set_start_time(Some(987));
+        let back = StatusFile::parse(&st.to_json()).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.start_time(), Some(987));
+        // ROCK's failed launch: pid null, extra {}.
+        let rock = r#"{"task_name": "x", "worker_ip": "h", "pid": null, "status": "failed",
+            "last_run": "2025-01-01T00:00:00.000000", "error": "boom", "extra": {}}"#;
+        let f = StatusFile::parse(rock).unwrap();
+        assert_eq!(
+            (f.pid, f.status, f.start_time()),
+            (None, StatusWord::Failed, None)
+        );
+        // Pids that cannot be a process: none.
+        for pid in ["0", "-5", "4294967296", "\"12\"", "1.5"] {
+            let text = format!(r#"{{"status": "running", "pid": {pid}}}"#);
+            assert_eq!(StatusFile::parse(&text).unwrap().pid, None, "{pid}");
+        }
+        assert_eq!(StatusFile::parse("not json"), None);
+        assert_eq!(StatusFile::parse(r#"{"status": "exploded"}"#), None);
+        assert_eq!(StatusFile::parse(r#"{"pid": 1}"#), None);
+    }
+
+    #[test]
+    fn uninstall_report_is_written_atomically_beside_the_run_report() {
+        let dir = std::env::temp_dir().join(format!("quarry-report-{}", std::process::id()));
+        let r = UninstallReport {
+            task_type: "t".into(),
+            timestamp: timestamp_now(),
+            worker_results: vec![],
+        };
+        let path = r.write(&dir).unwrap();
+        assert_eq!(path, UninstallReport::path(&dir, "t"));
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["t_uninstall_report.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn result(ip: &str, outcome: WorkerOutcome) -> WorkerResult {
         WorkerResult {

@@ -32,6 +32,20 @@ impl TaskName {
     }
 }
 
+impl std::str::FromStr for TaskName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskName::new(s)
+    }
+}
+
+impl std::borrow::Borrow<str> for TaskName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for TaskName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

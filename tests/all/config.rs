@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use quarry_host::config::Config;
-use quarry_host::scheduler::resolve_tasks;
+use quarry_host::server::resolve_tasks;
 use quarry_host::workers::WorkerAddr;
 
 use crate::harness::*;
@@ -40,7 +40,7 @@ async fn problems(file: &Path, plugins: &Path) -> Option<String> {
             );
         }
     };
-    cfg.plugins_dir = plugins.to_path_buf();
+    cfg.paths.plugins_dir = plugins.to_path_buf();
     let rt = runtime(64, Duration::from_secs(5));
     let set = load(&rt, plugins).await;
     match resolve_tasks(&rt, &cfg, &set).await {
@@ -105,40 +105,43 @@ async fn valid_configs_are_accepted() {
 fn quarry_settings_and_rock_defaults() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid");
     let cfg = Config::load(&dir.join("quarry_settings.yml")).unwrap();
-    assert_eq!(cfg.workers.len(), 4);
+    assert_eq!(cfg.discovery.fixed.len(), 4);
     assert_eq!(
-        cfg.workers[2],
+        cfg.discovery.fixed[2],
         WorkerAddr::Remote {
             host: "10.0.0.13".into(),
             port: 8000
         }
     );
     assert_eq!(
-        cfg.workers[1],
+        cfg.discovery.fixed[1],
         WorkerAddr::Remote {
             host: "10.0.0.12".into(),
             port: 22556
         }
     );
     assert_eq!(
-        cfg.workers[3],
+        cfg.discovery.fixed[3],
         WorkerAddr::Remote {
             host: "fd00::7".into(),
             port: 22556
         }
     );
-    assert_eq!(cfg.report_dir, dir.join("reports"));
-    assert_eq!(cfg.status_dir, "/var/lib/quarry/status");
+    assert_eq!(cfg.run.report_dir, Some(dir.join("reports")));
+    assert_eq!(cfg.run.status_dir, "/var/lib/quarry/status");
     assert_eq!(
         (
-            cfg.concurrency,
-            cfg.run_timeout.as_secs(),
-            cfg.call_timeout.as_secs()
+            cfg.run.concurrency,
+            cfg.run.run_timeout.as_secs(),
+            cfg.runtime.call_timeout.as_secs()
         ),
         (8, 30, 20)
     );
-    assert_eq!(cfg.memory_limit_bytes, 64 << 20);
-    assert_eq!(cfg.compile, quarry_host::runtime::CompileMode::Optimized);
+    assert_eq!(cfg.runtime.memory_bytes, 64 << 20);
+    assert_eq!(
+        cfg.runtime.compile,
+        quarry_host::runtime::CompileMode::Optimized
+    );
     assert_eq!(
         cfg.tasks[0].interval, None,
         "no interval: the plugin's default applies"
@@ -148,9 +151,12 @@ fn quarry_settings_and_rock_defaults() {
     assert_eq!(sample.tasks.len(), 1, "the disabled entry is ignored");
     assert_eq!(sample.tasks[0].plugin, "file_cleanup");
     assert_eq!(sample.tasks[0].interval, Some(Duration::from_secs(360)));
-    assert_eq!(sample.workers, vec![WorkerAddr::Local]);
-    assert_eq!(sample.worker_cache_ttl.as_secs(), 43200);
-    assert_eq!(sample.compile, quarry_host::runtime::CompileMode::Fast);
+    assert_eq!(sample.discovery.fixed, vec![WorkerAddr::Local]);
+    assert_eq!(sample.discovery.ttl.as_secs(), 43200);
+    assert_eq!(
+        sample.runtime.compile,
+        quarry_host::runtime::CompileMode::Fast
+    );
 }
 
 #[test]
@@ -158,9 +164,12 @@ fn status_dir_defaults_to_rocks_variable() {
     let raw = quarry_host::config::parse_yaml("scheduler: {enabled: true}").unwrap();
     let env = |k: &str| (k == "ROCK_SCHEDULER_STATUS_DIR").then(|| "/srv/status".to_string());
     let cfg = Config::from_raw(raw, Path::new("/"), env).unwrap();
-    assert_eq!(cfg.status_dir, "/srv/status");
-    assert_eq!(cfg.report_dir, Path::new("/srv/status"));
+    assert_eq!(cfg.run.status_dir, "/srv/status");
+    assert_eq!(
+        cfg.run.report_dir.as_deref(),
+        Some(Path::new("/srv/status"))
+    );
     let raw = quarry_host::config::parse_yaml("scheduler: {enabled: true}").unwrap();
     let cfg = Config::from_raw(raw, Path::new("/"), |_| None).unwrap();
-    assert_eq!(cfg.status_dir, "/data/scheduler_status");
+    assert_eq!(cfg.run.status_dir, "/data/scheduler_status");
 }

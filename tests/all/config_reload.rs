@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use quarry_host::report::TickOutcome;
-use quarry_host::scheduler::{ApplySummary, Server, serve};
+use quarry_host::scheduler::ApplySummary;
+use quarry_host::server::{Server, serve};
 
 use crate::harness::*;
 
@@ -24,8 +25,8 @@ const PROBE_FAIL: &str =
     "    - task_class: probe\n      interval_seconds: 1\n      params: {mode: fail}\n";
 const CLEANUP: &str = "    - task_class: FileCleanupTask\n      interval_seconds: 1\n";
 
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+fn names(v: &[&str]) -> Vec<quarry_host::task::TaskName> {
+    v.iter().map(|s| s.parse().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use quarry_host::report::START_TIME_KEY;
 use quarry_host::report::{TickOutcome, WorkerOutcome};
-use quarry_host::run::{START_TIME_KEY, run_tick};
+use quarry_host::run::run_tick;
 use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
@@ -138,7 +139,7 @@ async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
     let mut server = within(
         "server start",
         60,
-        quarry_host::scheduler::Server::start(&file),
+        quarry_host::server::Server::start(&file),
     )
     .await
     .unwrap();
@@ -159,7 +160,7 @@ async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
 
     std::fs::write(&file, cfg(probe)).unwrap();
     let summary = server.reload().await.unwrap();
-    assert_eq!(summary.removed, vec!["probe_daemon".to_string()]);
+    assert_eq!(summary.removed, vec!["probe_daemon".parse().unwrap()]);
     let report_file = tmp
         .path()
         .join("reports/probe_daemon_uninstall_report.json");

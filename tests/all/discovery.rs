@@ -2,7 +2,7 @@
 //! static list.
 
 use quarry_host::report::TickOutcome;
-use quarry_host::scheduler::Server;
+use quarry_host::server::Server;
 
 use crate::harness::*;
 use crate::support::rocklet::RockletProcess;

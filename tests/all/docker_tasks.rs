@@ -229,7 +229,11 @@ async fn container_cleanup_fails_when_the_daemon_is_down() {
     .await;
     assert_eq!(report.outcome, TickOutcome::Failed);
     let r = &report.worker_results[0];
-    assert_eq!(r.error_type.as_deref(), Some("TaskResultFailed"), "{r:?}");
+    assert_eq!(
+        r.error_type.map(|t| t.as_str()),
+        Some("TaskResultFailed"),
+        "{r:?}"
+    );
     assert!(
         r.error.as_deref().unwrap().starts_with(
             "listing exited containers failed (docker ps exited with 1): Cannot connect"
@@ -324,7 +328,7 @@ exit 1"#
     assert_eq!(report.outcome, TickOutcome::Failed, "{}", report.to_json());
     let r = &report.worker_results[0];
     assert_eq!(r.outcome, WorkerOutcome::Failed);
-    assert_eq!(r.error_type.as_deref(), Some("TaskResultFailed"));
+    assert_eq!(r.error_type.map(|t| t.as_str()), Some("TaskResultFailed"));
     let error = r.error.as_deref().unwrap();
     assert!(
         error.contains(

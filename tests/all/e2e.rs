@@ -207,7 +207,7 @@ async fn file_cleanup_fails_closed_when_docker_is_installed_but_broken() {
     .await;
     assert_eq!(report.outcome, TickOutcome::Failed);
     let wr = &report.worker_results[0];
-    assert_eq!(wr.error_type.as_deref(), Some("TaskResultFailed"));
+    assert_eq!(wr.error_type.map(|t| t.as_str()), Some("TaskResultFailed"));
     assert!(
         wr.error
             .as_deref()
@@ -295,7 +295,10 @@ async fn a_dead_worker_fails_alone() {
     let dead_result = &report.worker_results[1];
     assert_eq!(dead_result.worker_ip, "127.0.0.2");
     assert_eq!(dead_result.outcome, WorkerOutcome::Failed);
-    assert_eq!(dead_result.error_type.as_deref(), Some("ConnectionError"));
+    assert_eq!(
+        dead_result.error_type.map(|t| t.as_str()),
+        Some("ConnectionError")
+    );
     assert!(
         dead_result.error.as_deref().unwrap().contains("127.0.0.2"),
         "{dead_result:?}"
@@ -404,7 +407,11 @@ async fn traps_task_errors_and_failed_results_are_reported_per_worker() {
         .await;
         assert_eq!(report.outcome, TickOutcome::Failed, "{mode}");
         let r = &report.worker_results[0];
-        assert_eq!(r.error_type.as_deref(), Some(kind), "{mode}: {r:?}");
+        assert_eq!(
+            r.error_type.map(|t| t.as_str()),
+            Some(kind),
+            "{mode}: {r:?}"
+        );
         assert!(r.error.as_deref().unwrap().contains(msg), "{mode}: {r:?}");
         let v = check_status_file(tmp.path(), "probe", "local", "failed");
         assert!(v["error"].as_str().unwrap().contains(msg), "{v}");
@@ -431,7 +438,7 @@ async fn a_guest_past_the_memory_limit_fails_cleanly() {
     let r = &report.worker_results[0];
     assert_eq!(r.outcome, WorkerOutcome::Failed);
     assert_eq!(
-        r.error_type.as_deref(),
+        r.error_type.map(|t| t.as_str()),
         Some("MemoryLimitExceeded"),
         "{r:?}"
     );
@@ -544,7 +551,7 @@ async fn the_pooling_allocator_runs_tasks_and_keeps_the_memory_limit() {
     .await;
     assert_eq!(report.worker_results[0].outcome, WorkerOutcome::Failed);
     assert_eq!(
-        report.worker_results[0].error_type.as_deref(),
+        report.worker_results[0].error_type.map(|t| t.as_str()),
         Some("MemoryLimitExceeded"),
         "{}",
         report.to_json()

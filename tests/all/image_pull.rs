@@ -668,7 +668,7 @@ async fn hostile_values_are_refused_or_passed_verbatim_and_never_execute() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_rock_config_with_image_pull_task_loads_with_a_warning_for_literal_passwords() {
     use quarry_host::config::Config;
-    use quarry_host::scheduler::resolve_tasks;
+    use quarry_host::server::resolve_tasks;
 
     // ROCK's form: class path, base64 password; `c2VjcmV0LXB3` is "secret-pw".
     let yaml = r#"
@@ -692,7 +692,7 @@ scheduler:
     let set = load(&rt, plugins.path()).await;
     let (log, _guard) = Captured::start();
     let mut cfg = Config::from_yaml(yaml, plugins.path()).unwrap();
-    cfg.plugins_dir = plugins.path().to_path_buf();
+    cfg.paths.plugins_dir = plugins.path().to_path_buf();
     let tasks = resolve_tasks(&rt, &cfg, &set)
         .await
         .unwrap_or_else(|p| panic!("{p:?}"));

@@ -69,7 +69,7 @@ async fn plugins_dropped_replaced_and_removed_in_a_running_host() {
     let watcher =
         PluginWatcher::spawn(rt.clone(), dir.path().to_path_buf(), initial, vec![]).unwrap();
     let task = ScheduledTask {
-        plugin: "probe".into(),
+        plugin: "probe".parse().unwrap(),
         params: json!({"mode": "ok"}).to_string(),
         interval: Duration::from_millis(300),
     };
@@ -168,7 +168,7 @@ async fn a_new_version_that_rejects_the_configured_params_is_refused() {
     let rt = runtime(64, Duration::from_secs(5));
     let checks = vec![ParamsCheck {
         field: "scheduler.tasks[0]".into(),
-        plugin: "probe".into(),
+        plugin: "probe".parse().unwrap(),
         params: json!({"mode": "v1only"}).to_string(),
     }];
     let initial = Arc::new(

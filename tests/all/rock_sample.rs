@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quarry_host::report::{RunReport, TickOutcome, WorkerOutcome};
-use quarry_host::scheduler::Server;
+use quarry_host::server::Server;
 
 use crate::harness::*;
 use crate::image_cleanup::{PrivateDockerd, docuum_bin};

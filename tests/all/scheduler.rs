@@ -16,7 +16,7 @@ async fn an_endless_guest_times_out_and_the_scheduler_keeps_ticking() {
     let rt = runtime(64, Duration::from_secs(10));
     let set = load(&rt, plugins_dir(&["probe"]).path()).await;
     let looping = ScheduledTask {
-        plugin: "probe".into(),
+        plugin: "probe".parse().unwrap(),
         params: json!({"mode": "loop"}).to_string(),
         interval: Duration::from_secs(1),
     };
@@ -40,7 +40,7 @@ async fn an_endless_guest_times_out_and_the_scheduler_keeps_ticking() {
         assert_eq!(report.timeout_count, 1);
         let r = &report.worker_results[0];
         assert_eq!(r.outcome, WorkerOutcome::Timeout);
-        assert_eq!(r.error_type.as_deref(), Some("TimeoutError"));
+        assert_eq!(r.error_type.map(|t| t.as_str()), Some("TimeoutError"));
         // Ended within its 2 s budget (plus the epoch tick), not later.
         assert!(
             report.duration_ms < 3000.0,
@@ -65,12 +65,12 @@ async fn tasks_tick_independently_and_shutdown_waits_for_runs_in_flight() {
     let set = load(&rt, plugins_dir(&["probe", "file_cleanup"]).path()).await;
     let tasks = vec![
         ScheduledTask {
-            plugin: "probe".into(),
+            plugin: "probe".parse().unwrap(),
             params: json!({"mode": "sleep", "secs": 2}).to_string(),
             interval: Duration::from_secs(60),
         },
         ScheduledTask {
-            plugin: "file_cleanup".into(),
+            plugin: "file_cleanup".parse().unwrap(),
             params: "{}".into(),
             interval: Duration::from_secs(1),
         },

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::LoadError;
+use crate::error::{LoadError, LoadErrorKind};
 use crate::runtime::{Plugin, Runtime};
+use crate::task::TaskName;
 
 /// ROCK's built-in task classes and the Quarry plugins that replace them.
 const ROCK_CLASSES: &[(&str, &str)] = &[
@@ -63,7 +64,7 @@ pub struct ParamsCheck {
 /// and swapped in whole.
 #[derive(Debug, Default)]
 pub struct PluginSet {
-    plugins: BTreeMap<String, Arc<Plugin>>,
+    plugins: BTreeMap<TaskName, Arc<Plugin>>,
     errors: Vec<LoadError>,
 }
 
@@ -88,10 +89,8 @@ impl PluginSet {
         previous: &PluginSet,
         checks: &[ParamsCheck],
     ) -> Result<PluginSet, LoadError> {
-        let files = wasm_files(dir).map_err(|e| LoadError {
-            path: dir.to_path_buf(),
-            reason: format!("cannot list the plugins directory: {e}"),
-        })?;
+        let files = wasm_files(dir)
+            .map_err(|e| LoadError::new(dir, LoadErrorKind::ListDir(e.to_string())))?;
         let by_path_map: HashMap<&Path, &Arc<Plugin>> =
             previous.plugins.values().map(|p| (p.path(), p)).collect();
         let by_path = &by_path_map;
@@ -101,10 +100,7 @@ impl PluginSet {
                 Err(e) => {
                     return (
                         path,
-                        Err(LoadError {
-                            path: path.clone(),
-                            reason: format!("cannot read the file: {e}"),
-                        }),
+                        Err(LoadError::new(path, LoadErrorKind::Read(e.to_string()))),
                     );
                 }
             };
@@ -122,24 +118,23 @@ impl PluginSet {
         let results = futures::future::join_all(loads).await;
 
         let mut set = PluginSet::default();
-        let mut claims: BTreeMap<String, Vec<Arc<Plugin>>> = BTreeMap::new();
+        let mut claims: BTreeMap<TaskName, Vec<Arc<Plugin>>> = BTreeMap::new();
         for (path, result) in results {
             match result {
-                Ok(p) => claims.entry(p.meta().name.to_string()).or_default().push(p),
+                Ok(p) => claims.entry(p.meta().name.clone()).or_default().push(p),
                 Err(e) => {
                     if let Some(old) = by_path.get(path.as_path()) {
                         claims
-                            .entry(old.meta().name.to_string())
+                            .entry(old.meta().name.clone())
                             .or_default()
                             .push((*old).clone());
-                        set.errors.push(LoadError {
-                            path: e.path,
-                            reason: format!(
-                                "{}; still running the previous version {}",
-                                e.reason,
-                                old.meta().version
-                            ),
-                        });
+                        set.errors.push(LoadError::new(
+                            e.path,
+                            LoadErrorKind::KeptPrevious {
+                                cause: Box::new(e.kind),
+                                previous_version: old.meta().version.clone(),
+                            },
+                        ));
                     } else {
                         set.errors.push(e);
                     }
@@ -173,18 +168,14 @@ impl PluginSet {
                 {
                     continue;
                 }
-                set.errors.push(LoadError {
-                    path: p.path().to_path_buf(),
-                    reason: format!(
-                        "{} files claim the task name {name:?} ({}); {}",
-                        claimants.len(),
-                        files.join(", "),
-                        match &incumbent {
-                            Some(i) => format!("keeping {}, refusing this one", i.path().display()),
-                            None => "none of them is loaded until only one does".into(),
-                        }
-                    ),
-                });
+                set.errors.push(LoadError::new(
+                    p.path(),
+                    LoadErrorKind::DuplicateName {
+                        name: name.to_string(),
+                        files: files.clone(),
+                        keeping: incumbent.as_ref().map(|i| i.path().to_path_buf()),
+                    },
+                ));
             }
             if let Some(i) = incumbent {
                 set.plugins.insert(name, i);
@@ -212,7 +203,7 @@ impl PluginSet {
 
     /// Names of the loaded plugins, sorted.
     pub fn names(&self) -> Vec<&str> {
-        self.plugins.keys().map(String::as_str).collect()
+        self.plugins.keys().map(TaskName::as_str).collect()
     }
 
     /// Files that failed to load, and why.
@@ -231,22 +222,20 @@ async fn check_params(
         .iter()
         .filter(|c| c.plugin == plugin.meta().name.as_str())
     {
-        let verdict = rt.validate_config(&plugin, &c.params).await;
-        let why = match verdict {
+        let (reason, crashed) = match rt.validate_config(&plugin, &c.params).await {
             Ok(Ok(())) => continue,
-            Ok(Err(msg)) => format!(
-                "its validate-config rejects the params of {}: {msg}",
-                c.field
-            ),
-            Err(e) => format!(
-                "its validate-config failed on the params of {}: {e}",
-                c.field
-            ),
+            Ok(Err(msg)) => (msg, false),
+            Err(e) => (e.to_string(), true),
         };
-        return Err(LoadError {
-            path: plugin.path().to_path_buf(),
-            reason: format!("version {}: {why}", plugin.meta().version),
-        });
+        return Err(LoadError::new(
+            plugin.path(),
+            LoadErrorKind::ParamsRefused {
+                version: plugin.meta().version.clone(),
+                field: c.field.clone(),
+                reason,
+                crashed,
+            },
+        ));
     }
     Ok(plugin)
 }

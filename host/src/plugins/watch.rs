@@ -163,7 +163,7 @@ impl Owner {
     ) {
         let mut seen = fingerprint(&self.dir);
         loop {
-            let mut last = tokio::select! {
+            let first = tokio::select! {
                 ev = events.recv() => match ev { Some(c) => c, None => return },
                 _ = tokio::time::sleep(POLL_INTERVAL) => {
                     if fingerprint(&self.dir) == seen {
@@ -174,17 +174,14 @@ impl Owner {
             };
             // Debounce: wait for a quiet period, short when the last event says a file is
             // complete, longer while files may still be being written.
-            loop {
-                let quiet = match last {
-                    Change::Complete => COMPLETE_DEBOUNCE,
-                    Change::Partial => RELOAD_DEBOUNCE,
-                };
-                match tokio::time::timeout(quiet, events.recv()).await {
-                    Ok(Some(c)) => last = c,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+            let Some(last) = crate::debounce::quiet_after(&mut events, first, |c| match c {
+                Change::Complete => COMPLETE_DEBOUNCE,
+                Change::Partial => RELOAD_DEBOUNCE,
+            })
+            .await
+            else {
+                return;
+            };
             // Settle (only when the last event did not say the file is complete): sizes and
             // mtimes unchanged across SETTLE_CHECK.
             seen = fingerprint(&self.dir);

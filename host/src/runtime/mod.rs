@@ -74,7 +74,7 @@ pub enum CompileMode {
 
 /// Limits applied to every store, and how plugins are compiled; fixed for the runtime's
 /// lifetime.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuntimeLimits {
     /// Linear memory a run may use, all memories together.
     pub memory_bytes: u64,

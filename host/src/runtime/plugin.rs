@@ -7,7 +7,7 @@ use wasmtime::component::Component;
 
 use super::bindings::{TaskPluginPre, WIT_PACKAGE, WIT_VERSION};
 use super::{RunState, Runtime};
-use crate::error::LoadError;
+use crate::error::{LoadError, LoadErrorKind};
 use crate::task::TaskMeta;
 
 /// A plugin ready to run: immutable, shared by `Arc`; a run in flight keeps its own `Arc`, so
@@ -38,10 +38,9 @@ impl Plugin {
     /// both versions instead of a linker error), pre-instantiate against the shared linker,
     /// then call `describe` in a sandboxed store.
     pub async fn load(rt: &Arc<Runtime>, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|e| LoadError {
-            path: path.to_path_buf(),
-            reason: format!("cannot read the file: {e}"),
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| LoadError::new(path, LoadErrorKind::Read(e.to_string())))?;
         Self::load_bytes(rt, path, bytes).await
     }
 
@@ -51,30 +50,26 @@ impl Plugin {
         path: &Path,
         bytes: Vec<u8>,
     ) -> Result<Arc<Plugin>, LoadError> {
-        let err = |reason: String| LoadError {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let err = |kind: LoadErrorKind| LoadError::new(path, kind);
         let sha256 = super::sha256_hex(&bytes);
         let compiler = rt.clone();
         let key = sha256.clone();
         let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes, &key))
             .await
-            .map_err(|e| err(format!("compiler thread failed: {e}")))?
-            .map_err(|e| {
-                err(format!(
-                    "not a valid WebAssembly component: {}",
-                    first_line(&e)
-                ))
-            })?;
-        let wit_version = check_version(rt, &component).map_err(err)?;
+            .map_err(|e| err(LoadErrorKind::CompilerThread(e.to_string())))?
+            .map_err(|e| err(LoadErrorKind::Compile(first_line(&e))))?;
+        let wit_version =
+            check_version(rt, &component).map_err(|e| err(LoadErrorKind::Version(e)))?;
         let instance_pre = rt
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| err(format!("cannot be linked: {e:#}")))?;
+            .map_err(|e| err(LoadErrorKind::Link(format!("{e:#}"))))?;
         let pre = TaskPluginPre::new(instance_pre)
-            .map_err(|e| err(format!("does not have the quarry:task exports: {e:#}")))?;
-        let meta = rt.describe(&pre).await.map_err(err)?;
+            .map_err(|e| err(LoadErrorKind::Exports(format!("{e:#}"))))?;
+        let meta = rt
+            .describe(&pre)
+            .await
+            .map_err(|e| err(LoadErrorKind::Describe(e)))?;
         Ok(Arc::new(Plugin {
             meta,
             wit_version,

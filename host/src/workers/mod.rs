@@ -156,14 +156,15 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// A short name for reports' `error_type` (ROCK uses Python class names there).
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, for reports' `error_type`.
+    pub fn kind(&self) -> crate::error::ErrorType {
+        use crate::error::ErrorType;
         match self {
-            WorkerError::NotFound(_) => "NotFound",
-            WorkerError::Timeout(_) => "TimeoutError",
-            WorkerError::Unreachable(_) => "ConnectionError",
-            WorkerError::Rejected(_) => "Rejected",
-            WorkerError::Other(_) => "WorkerError",
+            WorkerError::NotFound(_) => ErrorType::NotFound,
+            WorkerError::Timeout(_) => ErrorType::Timeout,
+            WorkerError::Unreachable(_) => ErrorType::Unreachable,
+            WorkerError::Rejected(_) => ErrorType::Rejected,
+            WorkerError::Other(_) => ErrorType::WorkerError,
         }
     }
 }

@@ -1,0 +1,303 @@
+//! Running a task: on one worker (status file pending → task → status file final) and on all
+//! workers of a tick (bounded fan-out, then the run report).
+//!
+//! - [`gate`]: the process an earlier run reported, alive or not, and the memory of it;
+//! - [`settle`]: what a result means for the status file, the report row and that memory
+//!   (pure, table-tested);
+//! - [`uninstall()`]: taking a task off the workers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tracing::Instrument as _;
+
+use crate::error::ErrorType;
+use crate::report::{RunReport, StatusFile, WorkerOutcome, WorkerResult, truncate_error};
+use crate::runtime::{Plugin, Runtime};
+use crate::workers::{Worker, WorkerError};
+
+pub mod gate;
+pub mod settle;
+mod uninstall;
+
+pub use gate::Tracked;
+pub use settle::Settled;
+pub use uninstall::{uninstall, uninstall_on_worker};
+
+/// Time reserved for each status-file write, taken from the run's budget.
+pub(crate) const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a tick needs besides the task: where files go and how long things may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSettings {
+    /// Status directory on the workers.
+    pub status_dir: String,
+    /// Budget of one (task, worker) run, status writes included.
+    pub run_timeout: Duration,
+    /// Workers in flight at once.
+    pub concurrency: usize,
+    /// Where reports go on this host; `None` = do not write them.
+    pub report_dir: Option<PathBuf>,
+}
+
+/// One task of a tick: the plugin version to run (kept alive by this `Arc` until the tick
+/// ends), its params, and what earlier ticks recorded on each worker.
+#[derive(Clone, Debug)]
+pub struct TaskRun {
+    /// The plugin.
+    pub plugin: Arc<Plugin>,
+    /// Params, a JSON object.
+    pub params: String,
+    /// What Quarry recorded on each worker in earlier runs of this task; shared by the ticks
+    /// of one scheduled task so the gate does not re-read status files it wrote itself.
+    pub tracked: Arc<Tracked>,
+}
+
+impl TaskRun {
+    /// A run of `plugin` with `params` that knows nothing of earlier runs (it reads the
+    /// status files on the workers when it needs to).
+    pub fn new(plugin: Arc<Plugin>, params: String) -> TaskRun {
+        TaskRun {
+            plugin,
+            params,
+            tracked: Arc::default(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.plugin.meta().name.as_str()
+    }
+}
+
+/// The worker's result plus the task's detail object (for `quarry run`'s summary).
+#[derive(Clone, Debug)]
+pub struct WorkerRun {
+    /// The report entry.
+    pub result: WorkerResult,
+    /// The status file's `extra`, when the task answered.
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Runs `task` on `worker`, writing the status file before and after.
+///
+/// Strategy: ROCK's sequence (gate → pending write → task → final write) under one budget;
+/// the task gets what is left after reserving time for the final write, so the final status
+/// lands before the report, even when the task hits its deadline. What the result means is
+/// decided by the pure [`settle::settle`].
+pub async fn run_on_worker(
+    rt: &Runtime,
+    task: &TaskRun,
+    worker: &Worker,
+    settings: &RunSettings,
+) -> WorkerRun {
+    let started = Instant::now();
+    let name = task.name();
+    let at = RunPlace::new(name, worker, settings);
+    // The gate: a `running` process of an earlier run (a background job or a daemon) means
+    // this run is skipped, so two copies never overlap; any other live one is handed to the
+    // task (`previous-pid`) to manage.
+    let previous = match gate::previous_process(
+        worker,
+        &task.tracked,
+        &at.status_path,
+        at.write_timeout,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let why = "checking the process of the previous run";
+            return at.failed(WorkerOutcome::Failed, &e, why);
+        }
+    };
+    if let Some(prev) = previous.filter(|p| p.running) {
+        return at.skipped(prev.pid, task.plugin.meta().idempotent);
+    }
+    let mut pending = StatusFile::pending(name, &at.ip);
+    let handed = settle::before_run(previous);
+    pending.pid = handed.pid;
+    pending.set_start_time(handed.start_time);
+    if let Err(e) = at.write_status(worker, &pending).await {
+        task.tracked.forget(worker);
+        let outcome = match e {
+            WorkerError::Timeout(_) => WorkerOutcome::Timeout,
+            _ => WorkerOutcome::Failed,
+        };
+        return at.failed(outcome, &e, "writing the pending status");
+    }
+    let budget = settings
+        .run_timeout
+        .saturating_sub(started.elapsed())
+        .saturating_sub(at.write_timeout);
+    let previous_pid = previous.map(|p| p.pid);
+    let result = rt
+        .run(
+            &task.plugin,
+            name,
+            worker.clone(),
+            &task.params,
+            budget,
+            previous_pid,
+        )
+        .await;
+    let new_start_time = match settle::new_process(&result, previous) {
+        Some(pid) => gate::proc_stat(worker, pid, at.write_timeout)
+            .await
+            .ok()
+            .flatten()
+            .map(|p| p.start_time),
+        None => None,
+    };
+    let settled = settle::settle(pending, result, previous, new_start_time);
+    at.finish(worker, &task.tracked, settled).await
+}
+
+/// Where one run happens: the task, the worker and its status file, and the time each status
+/// write may take.
+struct RunPlace<'a> {
+    name: &'a str,
+    ip: String,
+    status_path: String,
+    write_timeout: Duration,
+}
+
+impl<'a> RunPlace<'a> {
+    fn new(name: &'a str, worker: &Worker, settings: &RunSettings) -> RunPlace<'a> {
+        RunPlace {
+            name,
+            ip: worker.addr().ip().to_string(),
+            status_path: StatusFile::path(&settings.status_dir, name),
+            write_timeout: STATUS_WRITE_TIMEOUT.min(settings.run_timeout / 4),
+        }
+    }
+
+    async fn write_status(&self, worker: &Worker, status: &StatusFile) -> Result<(), WorkerError> {
+        worker
+            .write_file(&self.status_path, &status.to_json(), self.write_timeout)
+            .await
+    }
+
+    /// The run ends before the task ran: a worker call of Quarry's own failed.
+    fn failed(&self, outcome: WorkerOutcome, e: &WorkerError, doing: &str) -> WorkerRun {
+        WorkerRun {
+            result: WorkerResult {
+                worker_ip: self.ip.clone(),
+                outcome,
+                error_type: Some(e.kind()),
+                error: Some(truncate_error(&format!("{doing}: {e}"))),
+            },
+            detail: None,
+        }
+    }
+
+    /// The gate found the previous run's process still running.
+    fn skipped(&self, pid: u32, idempotent: bool) -> WorkerRun {
+        let reason = if idempotent {
+            format!("the previous run's job (pid {pid}) is still running")
+        } else {
+            format!("its daemon (pid {pid}) is still running")
+        };
+        WorkerRun {
+            result: WorkerResult {
+                worker_ip: self.ip.clone(),
+                outcome: WorkerOutcome::Skipped,
+                error_type: None,
+                error: None,
+            },
+            detail: Some(serde_json::Map::from_iter([
+                ("status".to_string(), "skipped".into()),
+                ("reason".to_string(), reason.into()),
+            ])),
+        }
+    }
+
+    /// Writes the final status and updates the gate's memory. A failed write leaves the task's
+    /// own outcome standing, but a run that otherwise succeeded fails (its status is stale),
+    /// and the next run reads the file again rather than trusting memory.
+    async fn finish(&self, worker: &Worker, tracked: &Tracked, settled: Settled) -> WorkerRun {
+        let mut run = settled.run;
+        match self.write_status(worker, &settled.status).await {
+            Ok(()) => tracked.set(worker, settled.recorded),
+            Err(e) => {
+                tracked.forget(worker);
+                tracing::warn!(task = self.name, worker = %worker.addr(), "writing the final status failed: {e}");
+                if run.result.error.is_none() {
+                    run.result.outcome = WorkerOutcome::Failed;
+                    run.result.error_type = Some(e.kind());
+                    run.result.error = Some(truncate_error(&format!(
+                        "the task finished but writing its final status failed: {e}"
+                    )));
+                }
+            }
+        }
+        run
+    }
+}
+
+/// Runs `task` on every worker, at most `settings.concurrency` at once, results in worker
+/// order; builds the report and writes it when a report directory is set.
+pub async fn run_tick(
+    rt: &Runtime,
+    task: &TaskRun,
+    workers: &[Worker],
+    settings: &RunSettings,
+) -> (RunReport, Vec<WorkerRun>) {
+    let started = Instant::now();
+    let name = task.name();
+    let span = tracing::info_span!(
+        "quarry.scheduler.tick",
+        task = name,
+        workers = workers.len()
+    );
+    let runs: Vec<WorkerRun> = futures::stream::iter(workers.iter().cloned())
+        .map(|w: Worker| async move {
+            // A hard stop slightly past the budget, in case a worker call ignores its own.
+            let hard = settings.run_timeout + Duration::from_secs(5);
+            match tokio::time::timeout(hard, run_on_worker(rt, task, &w, settings)).await {
+                Ok(run) => run,
+                Err(_) => WorkerRun {
+                    result: WorkerResult {
+                        worker_ip: w.addr().ip().to_string(),
+                        outcome: WorkerOutcome::Timeout,
+                        error_type: Some(ErrorType::Timeout),
+                        error: Some(format!(
+                            "run exceeded its budget of {:.1}s",
+                            settings.run_timeout.as_secs_f64()
+                        )),
+                    },
+                    detail: None,
+                },
+            }
+        })
+        .buffered(settings.concurrency.max(1))
+        .collect()
+        .instrument(span)
+        .await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = RunReport::build(
+        name,
+        duration_ms,
+        runs.iter().map(|r| r.result.clone()).collect(),
+    );
+    for r in &report.worker_results {
+        if let Some(err) = &r.error {
+            tracing::warn!(task = name, worker = %r.worker_ip, outcome = ?r.outcome, "{err}");
+        }
+    }
+    tracing::info!(
+        task = name,
+        outcome = ?report.outcome,
+        ok = report.success_count,
+        failed = report.failed_count,
+        ms = format!("{duration_ms:.1}"),
+        "tick done"
+    );
+    if let Some(dir) = &settings.report_dir
+        && let Err(e) = report.write(dir)
+    {
+        tracing::error!(task = name, dir = %dir.display(), "cannot write the run report: {e}");
+    }
+    (report, runs)
+}

@@ -1,0 +1,303 @@
+//! `quarry serve`: the [`Server`] (config, plugins watched, worker discovery, scheduler) and
+//! its reload, plus resolving a config's tasks against the loaded plugins (shared with
+//! `quarry check-config`).
+//!
+//! Ownership: [`serve`] owns the [`Server`]; it is the only one that reloads it (on a change
+//! of the config file, debounced, or on SIGHUP), so a reload never races another. The server
+//! owns the plugin watcher, the discovery handle and the [`Scheduler`]; dropping it stops all
+//! three.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, FieldError};
+use crate::plugins::PluginSet;
+use crate::plugins::watch::PluginWatcher;
+use crate::runtime::Runtime;
+use crate::scheduler::{ApplySummary, ScheduledTask, Scheduler, TickEnv};
+use crate::workers;
+
+/// The params every plugin version must accept: one check per configured task.
+pub fn params_checks(cfg: &Config) -> Vec<crate::plugins::ParamsCheck> {
+    cfg.tasks
+        .iter()
+        .map(|t| crate::plugins::ParamsCheck {
+            field: format!("scheduler.tasks[{}]", t.index),
+            plugin: t.plugin.clone(),
+            params: t.params.clone(),
+        })
+        .collect()
+}
+
+/// Resolves the config's task entries against the loaded plugins: each must name a loaded
+/// plugin whose `validate-config` accepts its params. Returns the tasks, or every problem
+/// found (field paths as in the YAML).
+pub async fn resolve_tasks(
+    rt: &Runtime,
+    cfg: &Config,
+    plugins: &PluginSet,
+) -> Result<Vec<ScheduledTask>, Vec<FieldError>> {
+    let mut tasks = Vec::new();
+    let mut problems = Vec::new();
+    for t in &cfg.tasks {
+        let at = |f: &str| format!("scheduler.tasks[{}].{f}", t.index);
+        let Some(plugin) = plugins.get(&t.plugin) else {
+            let loaded = plugins.names();
+            problems.push(FieldError {
+                field: at("task_class"),
+                reason: format!(
+                    "no plugin named {:?} in {} (loaded: {})",
+                    t.plugin,
+                    cfg.paths.plugins_dir.display(),
+                    if loaded.is_empty() {
+                        "none".to_string()
+                    } else {
+                        loaded.join(", ")
+                    }
+                ),
+            });
+            continue;
+        };
+        match rt.validate_config(plugin, &t.params).await {
+            Ok(Ok(())) => tasks.push(ScheduledTask {
+                plugin: plugin.meta().name.clone(),
+                params: t.params.clone(),
+                interval: t.interval.unwrap_or(plugin.meta().default_interval),
+            }),
+            Ok(Err(msg)) => problems.push(FieldError {
+                field: at("params"),
+                reason: msg,
+            }),
+            Err(e) => problems.push(FieldError {
+                field: at("params"),
+                reason: format!("plugin {} failed while validating them: {e}", t.plugin),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(tasks)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A running `quarry serve`: plugins (watched), scheduler, and the config they came from.
+pub struct Server {
+    config_path: PathBuf,
+    cfg: Config,
+    rt: Arc<Runtime>,
+    watcher: PluginWatcher,
+    discovery: workers::discovery::DiscoveryHandle,
+    scheduler: Scheduler,
+}
+
+async fn discover(cfg: &Config) -> (workers::discovery::DiscoveryHandle, TickEnv) {
+    let d = workers::discovery::DiscoveryHandle::start(
+        cfg.discovery.clone(),
+        workers::Limits::default(),
+    )
+    .await;
+    let env = TickEnv {
+        workers: d.subscribe(),
+        refresh: Some(d.refresher()),
+        settings: cfg.run.clone(),
+    };
+    (d, env)
+}
+
+impl Server {
+    /// Loads the config and the plugins, checks the tasks, and starts scheduling.
+    pub async fn start(config_path: &Path) -> anyhow::Result<Server> {
+        let cfg = Config::load(config_path)?;
+        let (mut runtime, on_demand) = Runtime::for_server(cfg.runtime, cfg.run.concurrency)?;
+        if let Some(why) = on_demand {
+            tracing::warn!("instantiating on demand (slower per run): {why}");
+        }
+        if let Some(dir) = &cfg.paths.cache_dir {
+            runtime = runtime.with_compile_cache(dir);
+        }
+        let rt = Arc::new(runtime);
+        let dir = &cfg.paths.plugins_dir;
+        let plugins = PluginSet::scan(&rt, dir, &PluginSet::default(), &[])
+            .await
+            .with_context(|| format!("loading plugins from {}", dir.display()))?;
+        plugins.log_errors();
+        let tasks = checked_tasks(&rt, &cfg, &plugins).await?;
+        let watcher = PluginWatcher::spawn(
+            rt.clone(),
+            dir.clone(),
+            Arc::new(plugins),
+            params_checks(&cfg),
+        )
+        .with_context(|| format!("watching {}", dir.display()))?;
+        let (discovery, env) = discover(&cfg).await;
+        tracing::info!(
+            tasks = tasks.len(),
+            workers = env.workers.borrow().len(),
+            pool_slots = rt.pool_slots().unwrap_or(0),
+            reports = ?cfg.run.report_dir,
+            status_dir = %cfg.run.status_dir,
+            "quarry serving"
+        );
+        let scheduler = Scheduler::start_with(rt.clone(), tasks, watcher.subscribe(), env);
+        Ok(Server {
+            config_path: config_path.to_path_buf(),
+            cfg,
+            rt,
+            watcher,
+            discovery,
+            scheduler,
+        })
+    }
+
+    /// Re-reads the config file and applies it.
+    ///
+    /// Strategy: validate the whole file (schema, then every task against the loaded plugins)
+    /// before touching anything; a file that fails is rejected whole and the running config
+    /// stays. Then swap workers and settings, update the params every new plugin version must
+    /// accept, and diff the tasks: unchanged tasks keep their schedule.
+    pub async fn reload(&mut self) -> Result<ApplySummary, String> {
+        let cfg = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let plugins = self.watcher.current();
+        let tasks = checked_tasks(&self.rt, &cfg, &plugins)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        for what in cfg.restart_only_changes(&self.cfg) {
+            tracing::warn!("{what} changed: it takes effect at the next restart");
+        }
+        if let Some(slots) = self.rt.pool_slots()
+            && crate::runtime::server_pool_slots(cfg.run.concurrency).is_none_or(|n| n > slots)
+        {
+            tracing::warn!(
+                concurrency = cfg.run.concurrency,
+                pool_slots = slots,
+                "quarry.concurrency grew beyond the instance pool sized at start: \
+                 runs wait for free slots until the next restart"
+            );
+        }
+        self.watcher.set_checks(params_checks(&cfg));
+        if cfg.discovery != self.cfg.discovery {
+            let (discovery, env) = discover(&cfg).await;
+            self.discovery = discovery;
+            self.scheduler.set_env(env);
+        } else {
+            self.scheduler.set_env(TickEnv {
+                workers: self.discovery.subscribe(),
+                refresh: Some(self.discovery.refresher()),
+                settings: cfg.run.clone(),
+            });
+        }
+        let summary = self.scheduler.apply(tasks);
+        tracing::info!(
+            added = ?summary.added,
+            changed = ?summary.changed,
+            removed = ?summary.removed,
+            unchanged = summary.unchanged.len(),
+            "config reloaded"
+        );
+        self.cfg = cfg;
+        Ok(summary)
+    }
+
+    /// The scheduler (for reports and the task list).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Stops watching and scheduling; ticks in flight finish.
+    pub async fn shutdown(self) {
+        self.watcher.stop();
+        self.scheduler.shutdown().await;
+    }
+}
+
+/// The config's tasks resolved against `plugins`, or one error listing every problem.
+async fn checked_tasks(
+    rt: &Runtime,
+    cfg: &Config,
+    plugins: &PluginSet,
+) -> anyhow::Result<Vec<ScheduledTask>> {
+    if !cfg.enabled {
+        tracing::warn!("scheduler.enabled is false: no task will run");
+        return Ok(Vec::new());
+    }
+    resolve_tasks(rt, cfg, plugins).await.map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid config: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
+/// Quiet time after a change to the config file before it is re-read (editors write in
+/// several steps).
+pub const CONFIG_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// `quarry serve`: runs a [`Server`] until `shutdown` resolves, reloading the config when
+/// its file changes or on SIGHUP; then stops gracefully.
+pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut server = Server::start(config_path).await?;
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let file_name = config_path.file_name().map(|n| n.to_os_string());
+    // Watch the directory, not the file: editors replace the file by renaming.
+    let dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+        {
+            let _ = changed_tx.send(());
+        }
+    })?;
+    notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)?;
+    let mut hangup = hangup_signal()?;
+    let mut last = std::fs::read(config_path).ok();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+            }
+            ev = changed.recv() => {
+                if ev.is_none() { break; }
+                if crate::debounce::quiet_after(&mut changed, (), |_| CONFIG_DEBOUNCE).await.is_none() {
+                    break;
+                }
+                let now = std::fs::read(config_path).ok();
+                if now == last {
+                    continue;
+                }
+                tracing::info!("{} changed: reloading", config_path.display());
+            }
+        }
+        last = std::fs::read(config_path).ok();
+        if let Err(e) = server.reload().await {
+            tracing::error!("config rejected, the running config stays: {e}");
+        }
+    }
+    drop(watcher);
+    tracing::info!("shutting down: letting ticks in flight finish");
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    Ok(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    )?)
+}
