@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::plugins::plugin_name_for_class;
 use crate::run::RunSettings;
 use crate::runtime::RuntimeLimits;
+use crate::task::TaskName;
 use crate::workers::discovery::Sources;
 use crate::workers::{DEFAULT_ROCKLET_PORT, WorkerAddr};
 
@@ -178,7 +179,7 @@ pub struct TaskConfig {
     /// `task_class` as written.
     pub task_class: String,
     /// The plugin it maps to.
-    pub plugin: String,
+    pub plugin: TaskName,
     /// Interval; `None` = the plugin's default.
     pub interval: Option<Duration>,
     /// Params as a JSON object string.
@@ -378,7 +379,7 @@ impl Config {
 /// `scheduler.tasks`: enabled entries, each task once.
 fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
     let mut tasks = Vec::new();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen: BTreeMap<TaskName, usize> = BTreeMap::new();
     for (index, t) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("scheduler.tasks[{index}].{f}");
         if t.task_class.trim().is_empty() {
@@ -393,7 +394,13 @@ fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
         if !t.enabled {
             continue;
         }
-        let plugin = plugin_name_for_class(t.task_class.trim()).to_string();
+        let plugin = match TaskName::new(plugin_name_for_class(t.task_class.trim())) {
+            Ok(name) => name,
+            Err(e) => {
+                problems.add(at("task_class"), e);
+                continue;
+            }
+        };
         if let Some(first) = seen.insert(plugin.clone(), index) {
             problems.add(
                 at("task_class"),

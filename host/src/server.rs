@@ -44,7 +44,7 @@ pub async fn resolve_tasks(
     let mut problems = Vec::new();
     for t in &cfg.tasks {
         let at = |f: &str| format!("scheduler.tasks[{}].{f}", t.index);
-        let Some(plugin) = plugins.get(&t.plugin) else {
+        let Some(plugin) = plugins.get(t.plugin.as_str()) else {
             let loaded = plugins.names();
             problems.push(FieldError {
                 field: at("task_class"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A task's name: lower-case ASCII letters, digits and `_`, starting with a letter. It names
 /// the plugin, the config entry (`task_class`), status files and reports.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskName(String);
 
 impl TaskName {
@@ -43,6 +43,13 @@ impl std::str::FromStr for TaskName {
 impl std::borrow::Borrow<str> for TaskName {
     fn borrow(&self) -> &str {
         &self.0
+    }
+}
+
+/// Debug-formats as the quoted name (`"file_cleanup"`), as messages quote names.
+impl fmt::Debug for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 

@@ -149,7 +149,7 @@ fn quarry_settings_and_rock_defaults() {
 
     let sample = Config::load(&dir.join("rock_sample_file_cleanup.yml")).unwrap();
     assert_eq!(sample.tasks.len(), 1, "the disabled entry is ignored");
-    assert_eq!(sample.tasks[0].plugin, "file_cleanup");
+    assert_eq!(sample.tasks[0].plugin.as_str(), "file_cleanup");
     assert_eq!(sample.tasks[0].interval, Some(Duration::from_secs(360)));
     assert_eq!(sample.discovery.fixed, vec![WorkerAddr::Local]);
     assert_eq!(sample.discovery.ttl.as_secs(), 43200);

@@ -55,7 +55,7 @@ pub struct ParamsCheck {
     /// Where the task is configured (`scheduler.tasks[2]`), for messages.
     pub field: String,
     /// The plugin name.
-    pub plugin: String,
+    pub plugin: TaskName,
     /// Params, a JSON object.
     pub params: String,
 }
@@ -220,7 +220,7 @@ async fn check_params(
 ) -> Result<Arc<Plugin>, LoadError> {
     for c in checks
         .iter()
-        .filter(|c| c.plugin == plugin.meta().name.as_str())
+        .filter(|c| c.plugin == plugin.meta().name)
     {
         let (reason, crashed) = match rt.validate_config(&plugin, &c.params).await {
             Ok(Ok(())) => continue,
