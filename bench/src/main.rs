@@ -14,6 +14,8 @@
 //! - [`measure`]: CPU time, peak RSS and the report-line protocol, the same for both sides.
 //! - [`patch`]: distinct plugins from one build of the bench guest (`bench/guests/noop`).
 //! - [`render`]: Markdown tables and the generated block of docs/benchmarks.md.
+// A benchmark tool prints its progress and tables.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod measure;
 mod patch;

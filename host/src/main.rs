@@ -1,5 +1,7 @@
 //! The `quarry` binary: parse the command line, set up logging, hand over to
 //! `quarry_host::cli`.
+// The binary reports fatal errors on stderr itself; the library never prints.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
 
 use std::process::ExitCode;
 
