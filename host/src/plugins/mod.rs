@@ -218,10 +218,7 @@ async fn check_params(
     plugin: Arc<Plugin>,
     checks: &[ParamsCheck],
 ) -> Result<Arc<Plugin>, LoadError> {
-    for c in checks
-        .iter()
-        .filter(|c| c.plugin == plugin.meta().name)
-    {
+    for c in checks.iter().filter(|c| c.plugin == plugin.meta().name) {
         let (reason, crashed) = match rt.validate_config(&plugin, &c.params).await {
             Ok(Ok(())) => continue,
             Ok(Err(msg)) => (msg, false),
