@@ -162,6 +162,16 @@ pub enum WorkerOutcome {
     Timeout,
 }
 
+impl WorkerOutcome {
+    /// The outcome of a run whose own status write failed with `e`: a deadline is a timeout.
+    pub fn of_write(e: &crate::workers::WorkerError) -> WorkerOutcome {
+        match e {
+            crate::workers::WorkerError::Timeout(_) => WorkerOutcome::Timeout,
+            _ => WorkerOutcome::Failed,
+        }
+    }
+}
+
 /// One entry of `worker_results`.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerResult {

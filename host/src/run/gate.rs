@@ -24,6 +24,16 @@ pub struct Recorded {
     pub start_time: Option<u64>,
 }
 
+impl StatusFile {
+    /// This status with the process `recorded` on it (the one handed to the task), so that
+    /// a run that fails part-way does not orphan it.
+    pub fn handing(mut self, recorded: Recorded) -> StatusFile {
+        self.pid = recorded.pid;
+        self.set_start_time(recorded.start_time);
+        self
+    }
+}
+
 impl Recorded {
     /// What a status file records.
     pub fn of(status: &StatusFile) -> Recorded {
@@ -98,6 +108,13 @@ pub async fn proc_stat(
         return Ok(None);
     }
     Ok(parse_proc_stat(&out.stdout))
+}
+
+/// The start time of `pid` on the worker; `None` when it is gone or cannot be read (the gate
+/// then trusts the pid alone).
+pub async fn start_time(worker: &Worker, pid: u32, timeout: Duration) -> Option<u64> {
+    let stat = proc_stat(worker, pid, timeout).await.ok().flatten();
+    stat.map(|p| p.start_time)
 }
 
 /// Parses "pid (comm) state ppid …": comm may contain spaces and parentheses, so fields are

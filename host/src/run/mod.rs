@@ -98,56 +98,37 @@ pub async fn run_on_worker(
     // The gate: a `running` process of an earlier run (a background job or a daemon) means
     // this run is skipped, so two copies never overlap; any other live one is handed to the
     // task (`previous-pid`) to manage.
-    let previous = match gate::previous_process(
-        worker,
-        &task.tracked,
-        &at.status_path,
-        at.write_timeout,
-    )
-    .await
-    {
+    let gate = gate::previous_process(worker, &task.tracked, &at.status_path, at.write_timeout);
+    let previous = match gate.await {
         Ok(p) => p,
         Err(e) => {
-            let why = "checking the process of the previous run";
-            return at.failed(WorkerOutcome::Failed, &e, why);
+            return at.failed(
+                WorkerOutcome::Failed,
+                &e,
+                "checking the process of the previous run",
+            );
         }
     };
     if let Some(prev) = previous.filter(|p| p.running) {
         return at.skipped(prev.pid, task.plugin.meta().idempotent);
     }
-    let mut pending = StatusFile::pending(name, &at.ip);
-    let handed = settle::before_run(previous);
-    pending.pid = handed.pid;
-    pending.set_start_time(handed.start_time);
+    let pending = StatusFile::pending(name, &at.ip).handing(settle::before_run(previous));
     if let Err(e) = at.write_status(worker, &pending).await {
         task.tracked.forget(worker);
-        let outcome = match e {
-            WorkerError::Timeout(_) => WorkerOutcome::Timeout,
-            _ => WorkerOutcome::Failed,
-        };
-        return at.failed(outcome, &e, "writing the pending status");
+        return at.failed(
+            WorkerOutcome::of_write(&e),
+            &e,
+            "writing the pending status",
+        );
     }
-    let budget = settings
-        .run_timeout
+    let budget = (settings.run_timeout)
         .saturating_sub(started.elapsed())
         .saturating_sub(at.write_timeout);
     let previous_pid = previous.map(|p| p.pid);
-    let result = rt
-        .run(
-            &task.plugin,
-            name,
-            worker.clone(),
-            &task.params,
-            budget,
-            previous_pid,
-        )
-        .await;
+    let (plugin, params) = (&task.plugin, &task.params);
+    let result = (rt.run(plugin, name, worker.clone(), params, budget, previous_pid)).await;
     let new_start_time = match settle::new_process(&result, previous) {
-        Some(pid) => gate::proc_stat(worker, pid, at.write_timeout)
-            .await
-            .ok()
-            .flatten()
-            .map(|p| p.start_time),
+        Some(pid) => gate::start_time(worker, pid, at.write_timeout).await,
         None => None,
     };
     let settled = settle::settle(pending, result, previous, new_start_time);
