@@ -59,6 +59,7 @@ pub struct BuildCacheCleanup;
 
 impl Task for BuildCacheCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("build_cache_cleanup", "0.1.0")
@@ -67,12 +68,11 @@ impl Task for BuildCacheCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker, &config))
     }
 }

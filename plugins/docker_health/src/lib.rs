@@ -72,6 +72,7 @@ pub struct DockerHealth;
 
 impl Task for DockerHealth {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("docker_health", "0.1.0")
@@ -80,12 +81,11 @@ impl Task for DockerHealth {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(check(&mut HostWorker::new(), &config))
     }
 }

@@ -89,6 +89,7 @@ pub struct FileCleanup;
 
 impl Task for FileCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("file_cleanup", "0.1.0")
@@ -97,12 +98,11 @@ impl Task for FileCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker, &config, SCRIPT_BUDGET))
     }
 }

@@ -71,6 +71,7 @@ pub struct ImageCleanup;
 
 impl Task for ImageCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("image_cleanup", "0.1.0")
@@ -79,12 +80,11 @@ impl Task for ImageCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(tick(&mut HostWorker, &config))
     }
 }

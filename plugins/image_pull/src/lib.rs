@@ -121,6 +121,7 @@ pub struct ImagePull;
 
 impl Task for ImagePull {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("image_pull", "0.1.0")
@@ -129,20 +130,19 @@ impl Task for ImagePull {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        let config = Config::from_params(params)?;
+    fn check(params: Params) -> Result<Config, String> {
+        let config = Config::from_params(&params)?;
         warn_at_load(&config);
-        Ok(())
+        Ok(config)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(pull_all(&mut HostWorker::new(), &config))
     }
 }
 
 /// Logs the config's warnings (literal passwords) through the host when the params are checked
-/// at load. `validate` also runs at the start of every run, where the warnings go into the
+/// at load. `check` also runs at the start of every run, where the warnings go into the
 /// outcome instead of the log (one line per worker per tick would be noise, ROCK bug 5).
 #[cfg(target_arch = "wasm32")]
 fn warn_at_load(config: &Config) {
