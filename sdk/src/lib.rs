@@ -9,6 +9,8 @@
 //! Module map:
 //! - [`Task`] and [`export_task!`]: what a task implements and how it is exported.
 //! - [`host`]: the calls a task makes to its worker, and [`host::Command`] to build commands.
+//! - [`worker`]: the same calls behind the [`worker::Worker`] trait, so that a task's logic
+//!   runs natively against `worker::fake::FakeWorker` (feature `fake`) in its tests.
 //! - [`shell`]: quoting for the rare case where a task must run a shell script.
 //! - [`text`]: cutting long output for reports.
 //! - [`Metadata`], [`Outcome`], [`Status`]: what a task reports.
@@ -68,6 +70,7 @@
 pub mod host;
 pub mod shell;
 pub mod text;
+pub mod worker;
 
 use serde::de::DeserializeOwned;
 
