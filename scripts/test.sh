@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (scripts/setup.sh), then runs every test:
-#  - the host's unit tests, the SDK's tests and doctests, and the integration tests in tests/
-#    (which build plugins/ and tests/guests/ from source and start real rocklets on 127.0.0.1
-#    random ports, against a private dockerd this script starts);
+#  - the host's unit tests, the SDK's tests and doctests (also with its `fake` feature), and the
+#    integration tests in tests/ (which build plugins/ and tests/guests/ from source and start
+#    real rocklets on 127.0.0.1 random ports, against a private dockerd this script starts);
 #  - the built-in plugins' native unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +31,6 @@ if ! "$TOOLS/bin/docuum" --version 2>/dev/null | grep -q "0.27.3"; then
 fi
 export QUARRY_TEST_DOCUUM_BIN=$TOOLS/bin/docuum
 cargo test --workspace --locked
+# The SDK's fake worker (feature `fake`, used by the plugins' tests): its doctest.
+cargo test -p quarry-sdk --features fake --locked --doc
 cargo test --manifest-path plugins/Cargo.toml --locked

@@ -108,6 +108,37 @@ impl Command {
         self
     }
 
+    /// The argument vector, when the command runs a program without a shell.
+    pub fn get_argv(&self) -> Option<&[String]> {
+        match &self.program {
+            wit::Program::Argv(argv) => Some(argv),
+            wit::Program::Shell(_) => None,
+        }
+    }
+
+    /// The script, when the command runs `/bin/sh -c`.
+    pub fn get_script(&self) -> Option<&str> {
+        match &self.program {
+            wit::Program::Argv(_) => None,
+            wit::Program::Shell(script) => Some(script),
+        }
+    }
+
+    /// The working directory on the worker, if set.
+    pub fn get_cwd(&self) -> Option<&str> {
+        self.cwd.as_deref()
+    }
+
+    /// The environment variables added to the worker's, in the order they were given.
+    pub fn get_env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The time limit, if set.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// Runs the command and waits for it. A non-zero exit is `Ok` with that `exit_code`.
     pub fn run(&self) -> Result<Output, Error> {
         let ms = self

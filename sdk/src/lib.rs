@@ -9,6 +9,8 @@
 //! Module map:
 //! - [`Task`] and [`export_task!`]: what a task implements and how it is exported.
 //! - [`host`]: the calls a task makes to its worker, and [`host::Command`] to build commands.
+//! - [`worker`]: the same calls behind the [`worker::Worker`] trait, so that a task's logic
+//!   runs natively against `worker::fake::FakeWorker` (feature `fake`) in its tests.
 //! - [`shell`]: quoting for the rare case where a task must run a shell script.
 //! - [`text`]: cutting long output for reports.
 //! - [`Metadata`], [`Outcome`], [`Status`]: what a task reports.
@@ -24,10 +26,16 @@
 //!     path: String,
 //! }
 //!
+//! /// Checked params: what `run` works with.
+//! struct Config {
+//!     path: String,
+//! }
+//!
 //! struct DiskUsage;
 //!
 //! impl Task for DiskUsage {
 //!     type Params = Params;
+//!     type Config = Config;
 //!
 //!     fn describe() -> Metadata {
 //!         Metadata::new("disk_usage", "0.1.0")
@@ -36,16 +44,16 @@
 //!             .params_doc("path: directory whose file system is reported")
 //!     }
 //!
-//!     fn validate(params: &Params) -> Result<(), String> {
+//!     fn check(params: Params) -> Result<Config, String> {
 //!         if !params.path.starts_with('/') {
 //!             return Err(format!("path {:?} must be absolute", params.path));
 //!         }
-//!         Ok(())
+//!         Ok(Config { path: params.path })
 //!     }
 //!
-//!     fn run(params: Params) -> Result<Outcome, String> {
-//!         // An argv runs without a shell: `params.path` cannot inject anything.
-//!         let out = host::Command::argv(["df", "-P", params.path.as_str()])
+//!     fn run(config: Config) -> Result<Outcome, String> {
+//!         // An argv runs without a shell: `config.path` cannot inject anything.
+//!         let out = host::Command::argv(["df", "-P", config.path.as_str()])
 //!             .run()
 //!             .map_err(|e| format!("df failed: {e}"))?;
 //!         if out.exit_code != 0 {
@@ -62,6 +70,7 @@
 pub mod host;
 pub mod shell;
 pub mod text;
+pub mod worker;
 
 use serde::de::DeserializeOwned;
 
@@ -207,24 +216,31 @@ impl Outcome {
 }
 
 /// A Quarry task. Implement it on a unit struct and export it with [`export_task!`].
+///
+/// Params are checked in one place, [`Task::check`], which turns them into the task's
+/// [`Task::Config`]: the host asks for it when the config is loaded (`validate-config`), and
+/// every run gets the checked config from it (`run` calls `check`, then [`Task::run`]).
 pub trait Task {
     /// The task's params, deserialized from the JSON object built from the config entry's
     /// `params` map. Use `#[serde(deny_unknown_fields)]` so that typos are reported.
     type Params: DeserializeOwned;
 
+    /// The checked params that [`Task::run`] works with (`Self::Params` itself when
+    /// deserializing checks everything).
+    type Config;
+
     /// Static facts about the task.
     fn describe() -> Metadata;
 
-    /// Checks params beyond what deserialization checks (paths, ranges). Runs on the host when
-    /// the config is loaded, before any worker is touched; no host calls are available.
-    fn validate(params: &Self::Params) -> Result<(), String> {
-        let _ = params;
-        Ok(())
-    }
+    /// Checks params beyond what deserialization checks (paths, ranges) and builds the config.
+    /// The error names the bad param and value. Runs when the config is loaded, outside any
+    /// run (no worker to call: [`host::worker`] answers an empty address), and again at the
+    /// start of every run, before [`Task::run`].
+    fn check(params: Self::Params) -> Result<Self::Config, String>;
 
-    /// Runs the task on the current worker. Return `Err` (or [`Outcome::failed`]) when it
-    /// failed; the message is reported for this worker.
-    fn run(params: Self::Params) -> Result<Outcome, String>;
+    /// Runs the task on the current worker with the config [`Task::check`] built. Return `Err`
+    /// (or [`Outcome::failed`]) when it failed; the message is reported for this worker.
+    fn run(config: Self::Config) -> Result<Outcome, String>;
 }
 
 /// Exports a [`Task`] implementation as the component's `quarry:task/task` interface.
@@ -298,17 +314,16 @@ pub mod __private {
     }
 
     pub fn validate_config<T: Task>(params: &str) -> Result<(), String> {
-        T::validate(&parse::<T>(params)?)
+        T::check(parse::<T>(params)?).map(|_| ())
     }
 
     pub fn run<T: Task>(params: &str) -> Result<WitOutcome, String> {
-        let params = parse::<T>(params)?;
-        T::validate(&params)?;
+        let config = T::check(parse::<T>(params)?)?;
         let Outcome {
             status,
             pid,
             detail,
-        } = T::run(params)?;
+        } = T::run(config)?;
         Ok(WitOutcome {
             status: match status {
                 Status::Success => WitStatus::Success,

@@ -7,8 +7,9 @@
 //! Module map:
 //! - [`params`]: the params ([`params::Params`], raw), their checks ([`params::Config`]) and
 //!   the [`params::Tool`]s.
-//! - this file: the task, and [`cleanup`], which reaches the worker only through the
-//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests).
+//! - this file: the task, and [`cleanup`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` in the native
+//!   tests).
 //!
 //! Differences from ROCK, on purpose: an unknown tool is a config error naming the value
 //! (ROCK skipped it as "not installed"); each tool runs as its own argument vector (no shell)
@@ -27,7 +28,8 @@ use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::text::head;
 use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, json};
 
@@ -59,6 +61,7 @@ pub struct BuildCacheCleanup;
 
 impl Task for BuildCacheCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("build_cache_cleanup", "0.1.0")
@@ -67,40 +70,18 @@ impl Task for BuildCacheCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
-        Ok(cleanup(&mut HostWorker, &config))
+    fn run(config: Config) -> Result<Outcome, String> {
+        Ok(cleanup(&mut HostWorker::new(), &config))
     }
 }
 
 // Exported only in the wasm build (see file_cleanup for why).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(BuildCacheCleanup);
-
-/// How the cleanup reaches its worker: [`HostWorker`] in the component, a fake in native tests.
-pub trait Worker {
-    /// Runs an argument vector (no shell) with a time limit; a non-zero exit is `Ok`.
-    fn execute(&mut self, argv: &[&str], timeout: Duration) -> Result<Output, Error>;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker;
-
-impl Worker for HostWorker {
-    fn execute(&mut self, argv: &[&str], timeout: Duration) -> Result<Output, Error> {
-        Command::argv(argv.iter().copied()).timeout(timeout).run()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// Runs the cleanup on one worker with checked params.
 pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
@@ -121,7 +102,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
         }
         let argv = tool.prune_argv();
         let command = argv.join(" ");
-        let entry = match worker.execute(&argv, PRUNE_TIMEOUT) {
+        let entry = match worker.execute_argv(argv, PRUNE_TIMEOUT) {
             Err(Error::NotFound(_)) => json!({
                 "installed": false,
                 "result": NOT_INSTALLED,

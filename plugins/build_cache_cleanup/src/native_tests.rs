@@ -1,58 +1,30 @@
-//! The whole [`crate::cleanup`] against a fake [`crate::Worker`] on which each tool is absent,
+//! The whole [`crate::cleanup`] against the SDK's [`FakeWorker`], on which each tool is absent,
 //! works, fails or hangs.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use quarry_sdk::Status;
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::host::Error;
+use quarry_sdk::worker::fake::{self, Answer, FakeWorker, output};
 use serde_json::{Value, json};
 
-use crate::Worker;
 use crate::cleanup;
 use crate::params::{Config, Tool};
 
-fn output(exit_code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-        exit_code,
-    }
-}
-
-fn not_found(program: &str) -> Result<Output, Error> {
+fn not_found(program: &str) -> Answer {
     Err(Error::NotFound(format!(
         "worker 127.0.0.1:1: execute: program {program:?} not found on the worker"
     )))
 }
 
-struct FakeWorker {
-    answers: BTreeMap<&'static str, Result<Output, Error>>,
-    calls: Vec<Vec<String>>,
-    logs: Vec<(LogLevel, String)>,
-}
-
-impl FakeWorker {
-    fn new(uv: Result<Output, Error>, pip: Result<Output, Error>) -> Self {
-        FakeWorker {
-            answers: BTreeMap::from([("uv", uv), ("pip", pip)]),
-            calls: Vec::new(),
-            logs: Vec::new(),
-        }
-    }
-}
-
-impl Worker for FakeWorker {
-    fn execute(&mut self, argv: &[&str], timeout: Duration) -> Result<Output, Error> {
-        assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(30));
-        self.calls
-            .push(argv.iter().map(|s| s.to_string()).collect());
-        self.answers[argv[0]].clone()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push((level, message.to_string()));
-    }
+/// A worker whose `uv` and `pip` answer `uv` and `pip`; any other program is a test failure,
+/// and so is a command without a time limit of at most 30 s.
+fn worker(uv: Answer, pip: Answer) -> FakeWorker {
+    let mut w = FakeWorker::new();
+    w.require_timeout(Duration::from_secs(30))
+        .on(fake::program("uv"), uv)
+        .on(fake::program("pip"), pip);
+    w
 }
 
 fn run(w: &mut FakeWorker, tools: &[Tool]) -> (Status, Value) {
@@ -67,7 +39,7 @@ fn run(w: &mut FakeWorker, tools: &[Tool]) -> (Status, Value) {
 
 #[test]
 fn both_tools_pruned() {
-    let mut w = FakeWorker::new(
+    let mut w = worker(
         Ok(output(0, "", "Removed 12 files (3.4MiB)\n")),
         Ok(output(0, "Files removed: 7\n", "")),
     );
@@ -87,11 +59,11 @@ fn both_tools_pruned() {
         })
     );
     assert_eq!(
-        w.calls,
+        w.argvs(),
         [["uv", "cache", "prune"], ["pip", "cache", "purge"]]
     );
     assert!(
-        w.logs
+        w.logs()
             .iter()
             .any(|(_, m)| m == "build_cache_cleanup: uv: pruned, pip: pruned")
     );
@@ -99,7 +71,7 @@ fn both_tools_pruned() {
 
 #[test]
 fn a_missing_tool_is_skipped() {
-    let mut w = FakeWorker::new(not_found("uv"), Ok(output(0, "Files removed: 0\n", "")));
+    let mut w = worker(not_found("uv"), Ok(output(0, "Files removed: 0\n", "")));
     let (status, d) = run(&mut w, &[Tool::Uv, Tool::Pip]);
     assert_eq!(status, Status::Success);
     assert_eq!(
@@ -112,11 +84,11 @@ fn a_missing_tool_is_skipped() {
 
 #[test]
 fn only_the_configured_tools_run() {
-    let mut w = FakeWorker::new(not_found("uv"), Ok(output(0, "", "")));
+    let mut w = worker(not_found("uv"), Ok(output(0, "", "")));
     let (status, d) = run(&mut w, &[Tool::Pip]);
     assert_eq!(status, Status::Success);
     assert_eq!(d["tools"], json!(["pip"]));
-    assert_eq!(w.calls, [["pip", "cache", "purge"]]);
+    assert_eq!(w.argvs(), [["pip", "cache", "purge"]]);
     let (status, d) = run(&mut w, &[]);
     assert_eq!(status, Status::Success);
     assert_eq!(d["details"], json!({}));
@@ -124,7 +96,7 @@ fn only_the_configured_tools_run() {
 
 #[test]
 fn a_failed_prune_fails_the_run_and_names_the_tool() {
-    let mut w = FakeWorker::new(
+    let mut w = worker(
         Ok(output(
             2,
             "",
@@ -153,7 +125,7 @@ fn a_failed_prune_fails_the_run_and_names_the_tool() {
 
 #[test]
 fn a_pip_without_cache_is_not_a_failure() {
-    let mut w = FakeWorker::new(
+    let mut w = worker(
         not_found("uv"),
         Ok(output(
             1,
@@ -169,7 +141,7 @@ fn a_pip_without_cache_is_not_a_failure() {
 
 #[test]
 fn host_errors_fail_the_run_and_unreachable_skips_the_rest() {
-    let mut w = FakeWorker::new(
+    let mut w = worker(
         Err(Error::Timeout("execute did not answer within 30.0s".into())),
         Ok(output(0, "", "")),
     );
@@ -180,15 +152,15 @@ fn host_errors_fail_the_run_and_unreachable_skips_the_rest() {
         "build cache cleanup failed for uv: `uv cache prune` did not finish (timeout: execute \
          did not answer within 30.0s)"
     );
-    assert_eq!(w.calls.len(), 2);
+    assert_eq!(w.calls().len(), 2);
 
-    let mut w = FakeWorker::new(
+    let mut w = worker(
         Err(Error::Unreachable("connection refused".into())),
         Ok(output(0, "", "")),
     );
     let (status, d) = run(&mut w, &[Tool::Uv, Tool::Pip]);
     assert_eq!(status, Status::Failed);
-    assert_eq!(w.calls.len(), 1);
+    assert_eq!(w.calls().len(), 1);
     assert_eq!(
         d["details"]["pip"]["result"],
         "skipped (worker unreachable)"

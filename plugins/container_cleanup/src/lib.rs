@@ -7,8 +7,9 @@
 //! Module map:
 //! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
 //! - [`docker`]: the argument vectors, output parsers, RFC 3339 parser and age decision (pure).
-//! - this file: the task, and [`cleanup`], which reaches the worker only through the
-//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests).
+//! - this file: the task, and [`cleanup`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` in the native
+//!   tests).
 //!
 //! Differences from ROCK, on purpose:
 //! - `created` containers get an age cutoff too (`created_max_age_hours`, default 1 h): ROCK
@@ -32,9 +33,10 @@ mod native_tests;
 use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::text::head;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel};
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
@@ -87,6 +89,7 @@ pub struct ContainerCleanup;
 
 impl Task for ContainerCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("container_cleanup", "0.1.0")
@@ -95,12 +98,11 @@ impl Task for ContainerCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config))
     }
 }
@@ -108,50 +110,6 @@ impl Task for ContainerCleanup {
 // Exported only in the wasm build (see file_cleanup for why).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(ContainerCleanup);
-
-/// How the cleanup reaches its worker: [`HostWorker`] in the component, a fake in native tests.
-pub trait Worker {
-    /// Runs an argument vector (no shell) with a time limit; a non-zero exit is `Ok`.
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error>;
-    /// Time since the run started (a monotonic clock).
-    fn elapsed(&mut self) -> Duration;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker {
-    started: Instant,
-}
-
-impl HostWorker {
-    /// A worker whose clock starts now.
-    pub fn new() -> Self {
-        HostWorker {
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Default for HostWorker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Worker for HostWorker {
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
-        Command::argv(argv.iter().cloned()).timeout(timeout).run()
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// One container chosen for removal.
 struct Candidate {
@@ -322,7 +280,7 @@ fn list(
     label: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let what = format!("listing {} containers", state.word());
-    match worker.execute(&docker::ps_argv(state, label), LIST_TIMEOUT) {
+    match worker.execute_argv(docker::ps_argv(state, label), LIST_TIMEOUT) {
         Ok(out) if out.exit_code == 0 => {
             docker::parse_ids(&out.stdout).map_err(|why| format!("{what} failed: {why}"))
         }
@@ -339,9 +297,8 @@ fn list(
 /// The worker's clock in Unix seconds (`date -u +%s`): Docker's times come from the same
 /// machine's clock, so ages do not depend on the scheduler's.
 fn worker_clock(worker: &mut impl Worker) -> Result<i64, String> {
-    let argv = ["date", "-u", "+%s"].map(String::from);
     let what = "could not read the worker's clock (date -u +%s";
-    match worker.execute(&argv, DATE_TIMEOUT) {
+    match worker.execute_argv(["date", "-u", "+%s"], DATE_TIMEOUT) {
         Ok(out) if out.exit_code == 0 => out
             .stdout
             .trim()
@@ -369,7 +326,7 @@ fn inspect_all(
         if !tally.may_start(worker, ids.len() - n * INSPECT_CHUNK) {
             break;
         }
-        let out = match worker.execute(&docker::inspect_argv(chunk), INSPECT_TIMEOUT) {
+        let out = match worker.execute_argv(docker::inspect_argv(chunk), INSPECT_TIMEOUT) {
             Ok(out) => out,
             Err(e) => {
                 tally.errors.push(format!(
@@ -428,7 +385,7 @@ fn remove_all(worker: &mut impl Worker, candidates: Vec<Candidate>, tally: &mut 
             break;
         }
         let ids: Vec<String> = chunk.iter().map(|c| c.id.clone()).collect();
-        let out = match worker.execute(&docker::rm_argv(&ids), RM_TIMEOUT) {
+        let out = match worker.execute_argv(docker::rm_argv(&ids), RM_TIMEOUT) {
             Ok(out) => out,
             Err(e) => {
                 // Some of the chunk may be gone: the next run sees what is left.

@@ -1,17 +1,27 @@
-//! The whole [`crate::cleanup`] against a fake [`crate::Worker`] that models a Docker daemon:
-//! containers with a state and times, `docker ps` filters, `docker container inspect` and
-//! `docker rm -v` answering as the real CLI does (stdout per success, one stderr line per
-//! failure, exit 1 if any failed), plus a clock that advances with every call.
+//! The whole [`crate::cleanup`] against the SDK's [`FakeWorker`] in front of a model of a Docker
+//! daemon ([`Daemon`]): containers with a state and times, `docker ps` filters, `docker
+//! container inspect` and `docker rm -v` answering as the real CLI does (stdout per success,
+//! one stderr line per failure, exit 1 if any failed), plus a clock that advances with every
+//! call.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use quarry_sdk::Status;
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::host::{Command, Error, LogLevel, Output};
+use quarry_sdk::worker::fake::{self, FakeWorker, output};
 use serde_json::{Value, json};
 
+use crate::cleanup;
 use crate::docker::{INSPECT_FORMAT, ZERO_TIME};
 use crate::params::{Config, Params};
-use crate::{Worker, cleanup};
+
+/// The commands the cleanup runs, as argv prefixes: any other command fails the test.
+const PS: [&str; 4] = ["docker", "ps", "-aq", "--no-trunc"];
+const INSPECT: [&str; 5] = ["docker", "container", "inspect", "--format", INSPECT_FORMAT];
+const RM: [&str; 3] = ["docker", "rm", "-v"];
+const DATE: [&str; 3] = ["date", "-u", "+%s"];
 
 /// The worker's clock: 2026-11-23T12:00:00Z.
 const NOW_SECS: i64 = 1_795_435_200;
@@ -83,52 +93,13 @@ fn running(n: usize) -> FakeContainer {
     container(n, "running", ZERO_TIME.into(), ago(100 * 86_400))
 }
 
-fn output(exit_code: i32, stdout: String, stderr: String) -> Output {
-    Output {
-        stdout,
-        stderr,
-        exit_code,
-    }
-}
+/// The containers of the fake Docker daemon, shared by the test and the worker's answers.
+#[derive(Clone)]
+struct Daemon(Rc<RefCell<Vec<FakeContainer>>>);
 
-struct FakeWorker {
-    containers: Vec<FakeContainer>,
-    /// `docker ps` answers with this instead.
-    ps_answer: Option<Result<Output, Error>>,
-    /// `docker rm` answers with this instead.
-    rm_answer: Option<Result<Output, Error>>,
-    /// `date` answers with this instead.
-    date_answer: Option<Result<Output, Error>>,
-    clock: Duration,
-    /// Added to the clock by every call.
-    call_cost: Duration,
-    calls: Vec<Vec<String>>,
-    logs: Vec<(LogLevel, String)>,
-}
-
-impl FakeWorker {
-    fn new(containers: Vec<FakeContainer>) -> Self {
-        FakeWorker {
-            containers,
-            ps_answer: None,
-            rm_answer: None,
-            date_answer: None,
-            clock: Duration::ZERO,
-            call_cost: Duration::from_millis(50),
-            calls: Vec::new(),
-            logs: Vec::new(),
-        }
-    }
-
+impl Daemon {
     fn ids(&self) -> Vec<String> {
-        self.containers.iter().map(|c| c.id.clone()).collect()
-    }
-
-    fn count(&self, sub: &str) -> usize {
-        self.calls
-            .iter()
-            .filter(|c| c.get(1).map(String::as_str) == Some(sub))
-            .count()
+        self.0.borrow().iter().map(|c| c.id.clone()).collect()
     }
 
     fn ps(&self, argv: &[String]) -> Output {
@@ -143,8 +114,8 @@ impl FakeWorker {
             }
         }
         let status = status.expect("a status filter");
-        let ids: Vec<&str> = self
-            .containers
+        let containers = self.0.borrow();
+        let ids: Vec<&str> = containers
             .iter()
             .filter(|c| c.status == status)
             .filter(|c| {
@@ -154,19 +125,20 @@ impl FakeWorker {
             })
             .map(|c| c.id.as_str())
             .collect();
-        output(0, lines(&ids), String::new())
+        output(0, lines(&ids), "")
     }
 
-    fn inspect(&mut self, ids: &[String]) -> Output {
-        for c in &mut self.containers {
+    fn inspect(&self, ids: &[String]) -> Output {
+        let mut containers = self.0.borrow_mut();
+        for c in containers.iter_mut() {
             if c.starts_before_inspect {
                 c.status = "running";
             }
         }
-        self.containers.retain(|c| !c.vanishes_before_inspect);
+        containers.retain(|c| !c.vanishes_before_inspect);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for id in ids {
-            match self.containers.iter().find(|c| &c.id == id) {
+            match containers.iter().find(|c| &c.id == id) {
                 Some(c) => out.push(format!(
                     "{} {} {} {}",
                     c.id, c.status, c.finished, c.created
@@ -177,21 +149,22 @@ impl FakeWorker {
         output(i32::from(!err.is_empty()), lines(&out), lines(&err))
     }
 
-    fn rm(&mut self, ids: &[String]) -> Output {
-        for c in &mut self.containers {
+    fn rm(&self, ids: &[String]) -> Output {
+        let mut containers = self.0.borrow_mut();
+        for c in containers.iter_mut() {
             if c.starts_before_rm {
                 c.status = "running";
             }
         }
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for id in ids {
-            let Some(pos) = self.containers.iter().position(|c| &c.id == id) else {
+            let Some(pos) = containers.iter().position(|c| &c.id == id) else {
                 err.push(format!(
                     "Error response from daemon: No such container: {id}"
                 ));
                 continue;
             };
-            let c = &self.containers[pos];
+            let c = &containers[pos];
             if let Some(e) = c.rm_error {
                 err.push(format!("Error response from daemon: {e} {id}"));
             } else if c.status == "running" {
@@ -199,7 +172,7 @@ impl FakeWorker {
                     "Error response from daemon: You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
                 ));
             } else {
-                self.containers.remove(pos);
+                containers.remove(pos);
                 out.push(id.clone());
             }
         }
@@ -211,50 +184,27 @@ fn lines<S: AsRef<str>>(items: &[S]) -> String {
     items.iter().map(|s| format!("{}\n", s.as_ref())).collect()
 }
 
-impl Worker for FakeWorker {
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
-        assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(30));
-        self.calls.push(argv.to_vec());
-        self.clock += self.call_cost;
-        match (argv[0].as_str(), argv.get(1).map(String::as_str)) {
-            ("date", _) => {
-                assert_eq!(argv, ["date", "-u", "+%s"]);
-                self.date_answer
-                    .clone()
-                    .unwrap_or_else(|| Ok(output(0, format!("{NOW_SECS}\n"), String::new())))
-            }
-            ("docker", Some("ps")) => {
-                assert_eq!(argv[..4], ["docker", "ps", "-aq", "--no-trunc"]);
-                match &self.ps_answer {
-                    Some(a) => a.clone(),
-                    None => Ok(self.ps(argv)),
-                }
-            }
-            ("docker", Some("container")) => {
-                assert_eq!(
-                    argv[..5],
-                    ["docker", "container", "inspect", "--format", INSPECT_FORMAT]
-                );
-                Ok(self.inspect(&argv[5..]))
-            }
-            ("docker", Some("rm")) => {
-                assert_eq!(argv[..3], ["docker", "rm", "-v"]);
-                match &self.rm_answer {
-                    Some(a) => a.clone(),
-                    None => Ok(self.rm(&argv[3..])),
-                }
-            }
-            _ => panic!("unexpected command {argv:?}"),
-        }
-    }
+/// The argv of a command the cleanup ran (it runs no shell).
+fn argv(c: &Command) -> &[String] {
+    c.get_argv().expect("an argv")
+}
 
-    fn elapsed(&mut self) -> Duration {
-        self.clock
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push((level, message.to_string()));
-    }
+/// A worker whose `docker` is a daemon holding `containers`, whose clock (`date -u +%s`) says
+/// NOW_SECS and advances 50 ms with every call; every command must carry a time limit of at
+/// most 30 s. Later rules (`w.on(fake::prefix(PS), …)`) override an answer.
+fn worker(containers: Vec<FakeContainer>) -> (FakeWorker, Daemon) {
+    let daemon = Daemon(Rc::new(RefCell::new(containers)));
+    let mut w = FakeWorker::new();
+    w.require_timeout(Duration::from_secs(30))
+        .call_cost(Duration::from_millis(50))
+        .on(fake::argv(DATE), Ok(output(0, format!("{NOW_SECS}\n"), "")));
+    let d = daemon.clone();
+    w.on_with(fake::prefix(PS), move |c| Ok(d.ps(argv(c))));
+    let d = daemon.clone();
+    w.on_with(fake::prefix(INSPECT), move |c| Ok(d.inspect(&argv(c)[5..])));
+    let d = daemon.clone();
+    w.on_with(fake::prefix(RM), move |c| Ok(d.rm(&argv(c)[3..])));
+    (w, daemon)
 }
 
 fn config(params: Value) -> Config {
@@ -269,7 +219,7 @@ fn run(w: &mut FakeWorker, params: Value) -> (Status, Value) {
 
 #[test]
 fn removes_old_exited_and_stale_created_and_keeps_the_rest() {
-    let mut w = FakeWorker::new(vec![
+    let (mut w, docker) = worker(vec![
         exited(1, 2 * 86_400),                                     // old: removed
         exited(2, 3600),                                           // young: kept
         created(3, 2 * 3600),                                      // stale created: removed
@@ -301,10 +251,10 @@ fn removes_old_exited_and_stale_created_and_keeps_the_rest() {
             "error_count": 0,
         })
     );
-    assert_eq!(w.ids(), [id(2), id(4), id(5), id(6), id(7)]);
-    assert_eq!(w.count("rm"), 1, "one chunk");
+    assert_eq!(docker.ids(), [id(2), id(4), id(5), id(6), id(7)]);
+    assert_eq!(w.count(fake::prefix(RM)), 1, "one chunk");
     assert!(
-        w.logs
+        w.logs()
             .iter()
             .any(|(_, m)| m.contains("removed 3 containers, kept 4"))
     );
@@ -312,30 +262,30 @@ fn removes_old_exited_and_stale_created_and_keeps_the_rest() {
 
 #[test]
 fn created_containers_have_their_own_cutoff() {
-    let mut w = FakeWorker::new(vec![created(1, 600), created(2, 7200), exited(3, 600)]);
+    let (mut w, docker) = worker(vec![created(1, 600), created(2, 7200), exited(3, 600)]);
     // created_max_age_hours 0: every created container goes, exited ones keep their 24 h.
     let (status, d) = run(&mut w, json!({"created_max_age_hours": 0}));
     assert_eq!(status, Status::Success);
     assert_eq!(d["removed"], json!([id(2), id(1)]));
-    assert_eq!(w.ids(), [id(3)]);
+    assert_eq!(docker.ids(), [id(3)]);
     // Fractions: 0.1 h = 360 s.
-    let mut w = FakeWorker::new(vec![exited(1, 300), exited(2, 400)]);
+    let (mut w, _) = worker(vec![exited(1, 300), exited(2, 400)]);
     let (_, d) = run(&mut w, json!({"max_age_hours": 0.1}));
     assert_eq!(d["removed"], json!([id(2)]));
 }
 
 #[test]
 fn nothing_listed_means_no_further_calls() {
-    let mut w = FakeWorker::new(vec![running(1)]);
+    let (mut w, _) = worker(vec![running(1)]);
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Success);
     assert_eq!(d["removed_count"], 0);
     assert_eq!(d["listed"], json!({"exited": 0, "created": 0}));
     assert_eq!(
-        w.calls.len(),
+        w.calls().len(),
         2,
         "two docker ps, nothing else: {:?}",
-        w.calls
+        w.argvs()
     );
 }
 
@@ -343,16 +293,16 @@ fn nothing_listed_means_no_further_calls() {
 fn the_label_filter_reaches_docker_ps_as_one_argument() {
     let mut labelled = exited(1, 5 * 86_400);
     labelled.labels = vec!["team=a b; $(id)"];
-    let mut w = FakeWorker::new(vec![labelled, exited(2, 5 * 86_400)]);
+    let (mut w, docker) = worker(vec![labelled, exited(2, 5 * 86_400)]);
     let (status, d) = run(&mut w, json!({"label": "team=a b; $(id)"}));
     assert_eq!(status, Status::Success);
     assert_eq!(d["label"], "team=a b; $(id)");
     assert_eq!(d["removed"], json!([id(1)]));
-    assert_eq!(w.ids(), [id(2)]);
+    assert_eq!(docker.ids(), [id(2)]);
     assert!(
-        w.calls[0].ends_with(&["--filter".into(), "label=team=a b; $(id)".into()]),
+        w.argvs()[0].ends_with(&["--filter".into(), "label=team=a b; $(id)".into()]),
         "{:?}",
-        w.calls[0]
+        w.argvs()[0]
     );
 }
 
@@ -364,7 +314,7 @@ fn state_changes_between_calls_are_not_errors() {
     starts_late.starts_before_rm = true;
     let mut vanishes = exited(3, 5 * 86_400);
     vanishes.vanishes_before_inspect = true;
-    let mut w = FakeWorker::new(vec![
+    let (mut w, docker) = worker(vec![
         starts_early,
         starts_late,
         vanishes,
@@ -376,7 +326,7 @@ fn state_changes_between_calls_are_not_errors() {
     assert_eq!(d["kept_by_reason"], json!({"state_changed": 2}));
     assert_eq!(d["gone_count"], 1);
     assert_eq!(
-        w.ids(),
+        docker.ids(),
         [id(1), id(2)],
         "the started containers are untouched"
     );
@@ -387,7 +337,7 @@ fn a_failed_removal_fails_the_run_with_every_detail() {
     let mut busy = exited(1, 5 * 86_400);
     busy.rm_error =
         Some("driver \"overlay2\" failed to remove root filesystem: device or resource busy for");
-    let mut w = FakeWorker::new(vec![busy, exited(2, 4 * 86_400)]);
+    let (mut w, docker) = worker(vec![busy, exited(2, 4 * 86_400)]);
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert_eq!(d["status"], "failed");
@@ -401,15 +351,18 @@ fn a_failed_removal_fails_the_run_with_every_detail() {
     assert!(error.contains("device or resource busy"), "{error}");
     assert_eq!(d["removed"], json!([id(2)]));
     assert_eq!(d["error_count"], 1);
-    assert_eq!(w.ids(), [id(1)]);
+    assert_eq!(docker.ids(), [id(1)]);
 }
 
 #[test]
 fn docker_missing_or_broken_fails_before_anything_is_removed() {
-    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
-    w.ps_answer = Some(Err(Error::NotFound(
-        "program \"docker\" not found on the worker".into(),
-    )));
+    let (mut w, _) = worker(vec![exited(1, 5 * 86_400)]);
+    w.on(
+        fake::prefix(PS),
+        Err(Error::NotFound(
+            "program \"docker\" not found on the worker".into(),
+        )),
+    );
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert_eq!(
@@ -417,11 +370,11 @@ fn docker_missing_or_broken_fails_before_anything_is_removed() {
         "docker is not installed on the worker (program \"docker\" not found on the worker)"
     );
 
-    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
-    w.ps_answer = Some(Ok(output(
+    let (mut w, _) = worker(vec![exited(1, 5 * 86_400)]);
+    w.on(fake::prefix(PS), Ok(output(
         1,
-        String::new(),
-        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n".into(),
+        "",
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
     )));
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
@@ -430,10 +383,10 @@ fn docker_missing_or_broken_fails_before_anything_is_removed() {
         "listing exited containers failed (docker ps exited with 1): Cannot connect to the \
          Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
     );
-    assert_eq!(w.calls.len(), 1);
+    assert_eq!(w.calls().len(), 1);
 
-    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
-    w.ps_answer = Some(Ok(output(0, "CONTAINER ID\n".into(), String::new())));
+    let (mut w, docker) = worker(vec![exited(1, 5 * 86_400)]);
+    w.on(fake::prefix(PS), Ok(output(0, "CONTAINER ID\n", "")));
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert!(
@@ -442,20 +395,20 @@ fn docker_missing_or_broken_fails_before_anything_is_removed() {
             .unwrap()
             .contains("unexpected line in docker ps output")
     );
-    assert_eq!(w.ids(), [id(1)]);
+    assert_eq!(docker.ids(), [id(1)]);
 }
 
 #[test]
 fn an_unreadable_worker_clock_fails_before_anything_is_removed() {
-    let mut w = FakeWorker::new(vec![exited(1, 5 * 86_400)]);
-    w.date_answer = Some(Ok(output(0, "%s\n".into(), String::new())));
+    let (mut w, _) = worker(vec![exited(1, 5 * 86_400)]);
+    w.on(fake::argv(DATE), Ok(output(0, "%s\n", "")));
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert_eq!(
         d["error"],
         "could not read the worker's clock (date -u +%s printed \"%s\")"
     );
-    assert_eq!(w.count("rm"), 0);
+    assert_eq!(w.count(fake::prefix(RM)), 0);
 }
 
 #[test]
@@ -463,7 +416,7 @@ fn many_containers_go_in_chunks() {
     let containers: Vec<_> = (1..=120)
         .map(|n| exited(n, 5 * 86_400 + n as i64))
         .collect();
-    let mut w = FakeWorker::new(containers);
+    let (mut w, docker) = worker(containers);
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Success);
     assert_eq!(d["removed_count"], 120);
@@ -473,10 +426,10 @@ fn many_containers_go_in_chunks() {
         "the list is capped"
     );
     assert_eq!(d["removed"][0], id(120), "oldest first");
-    assert_eq!(w.count("container"), 2, "inspect: 100 + 20");
-    assert_eq!(w.count("rm"), 3, "rm: 50 + 50 + 20");
-    assert!(w.calls.iter().all(|c| c.len() <= 5 + 100));
-    assert!(w.ids().is_empty());
+    assert_eq!(w.count(fake::prefix(INSPECT)), 2, "inspect: 100 + 20");
+    assert_eq!(w.count(fake::prefix(RM)), 3, "rm: 50 + 50 + 20");
+    assert!(w.argvs().iter().all(|c| c.len() <= 5 + 100));
+    assert!(docker.ids().is_empty());
 }
 
 #[test]
@@ -484,18 +437,18 @@ fn no_chunk_starts_after_the_budget() {
     let containers: Vec<_> = (1..=120)
         .map(|n| exited(n, 5 * 86_400 + n as i64))
         .collect();
-    let mut w = FakeWorker::new(containers);
+    let (mut w, docker) = worker(containers);
     // Each call takes 8 s: ps, ps, date (24 s), inspect, inspect (40 s), one rm chunk
     // (48 s): past the 45 s budget, no further chunk starts.
-    w.call_cost = Duration::from_secs(8);
+    w.call_cost(Duration::from_secs(8));
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Success, "{d:#}");
     assert_eq!(d["removed_count"], 50);
     assert_eq!(d["deferred_count"], 70);
     assert_eq!(d["incomplete"], true);
-    assert_eq!(w.ids().len(), 70);
+    assert_eq!(docker.ids().len(), 70);
     assert!(
-        w.logs
+        w.logs()
             .iter()
             .any(|(l, m)| *l == LogLevel::Warn && m.contains("70 containers left"))
     );
@@ -504,10 +457,11 @@ fn no_chunk_starts_after_the_budget() {
 #[test]
 fn a_timed_out_rm_is_an_error_and_unreachable_stops_the_run() {
     let containers: Vec<_> = (1..=60).map(|n| exited(n, 5 * 86_400)).collect();
-    let mut w = FakeWorker::new(containers.clone());
-    w.rm_answer = Some(Err(Error::Timeout(
-        "execute did not answer within 25.0s".into(),
-    )));
+    let (mut w, _) = worker(containers.clone());
+    w.on(
+        fake::prefix(RM),
+        Err(Error::Timeout("execute did not answer within 25.0s".into())),
+    );
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert_eq!(d["error_count"], 2, "both chunks tried: {d:#}");
@@ -518,10 +472,13 @@ fn a_timed_out_rm_is_an_error_and_unreachable_stops_the_run() {
             .contains("docker rm -v of 50 containers did not finish (timeout: ")
     );
 
-    let mut w = FakeWorker::new(containers);
-    w.rm_answer = Some(Err(Error::Unreachable("connection refused".into())));
+    let (mut w, _) = worker(containers);
+    w.on(
+        fake::prefix(RM),
+        Err(Error::Unreachable("connection refused".into())),
+    );
     let (status, d) = run(&mut w, json!({}));
     assert_eq!(status, Status::Failed);
     assert_eq!(d["error_count"], 1, "no call after unreachable: {d:#}");
-    assert_eq!(w.count("rm"), 1);
+    assert_eq!(w.count(fake::prefix(RM)), 1);
 }

@@ -6,8 +6,9 @@
 //!
 //! Module map:
 //! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
-//! - this file: the task, and [`check`], which reaches the worker only through the [`Worker`]
-//!   trait ([`HostWorker`] in the component, a fake in the native tests).
+//! - this file: the task, and [`check`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` in the native
+//!   tests).
 //!
 //! Differences from ROCK, on purpose: a failed start, or a daemon still down after a start
 //! command that succeeded, is a failed run with the start command's exit code and output (ROCK
@@ -25,9 +26,10 @@ mod native_tests;
 
 use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::text::head;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value};
 
@@ -72,6 +74,7 @@ pub struct DockerHealth;
 
 impl Task for DockerHealth {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("docker_health", "0.1.0")
@@ -80,12 +83,11 @@ impl Task for DockerHealth {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(check(&mut HostWorker::new(), &config))
     }
 }
@@ -93,63 +95,6 @@ impl Task for DockerHealth {
 // Exported only in the wasm build (see file_cleanup for why).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(DockerHealth);
-
-/// How the task reaches its worker: [`HostWorker`] in the component, a fake in native tests.
-pub trait Worker {
-    /// Runs an argument vector (no shell) with a time limit; a non-zero exit is `Ok`.
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error>;
-    /// Waits `pause` before the next poll.
-    fn pause(&mut self, pause: Duration);
-    /// Time since the run started (a monotonic clock).
-    fn elapsed(&mut self) -> Duration;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker {
-    started: Instant,
-}
-
-impl HostWorker {
-    /// A worker whose clock starts now.
-    pub fn new() -> Self {
-        HostWorker {
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Default for HostWorker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Worker for HostWorker {
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
-        Command::argv(argv.iter().cloned()).timeout(timeout).run()
-    }
-
-    fn pause(&mut self, pause: Duration) {
-        // On the worker, so the wait is a host call bounded by the run's deadline.
-        let secs = pause.as_secs().max(1).to_string();
-        let slept = Command::argv(["sleep", secs.as_str()])
-            .timeout(pause + Duration::from_secs(5))
-            .run();
-        if !matches!(slept, Ok(ref o) if o.exit_code == 0) {
-            std::thread::sleep(pause);
-        }
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// What one `docker info` said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +147,7 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
     let mut detail = Map::new();
     detail.insert("daemon_error".into(), down.clone().into());
     detail.insert("start_command".into(), config.start_command.clone().into());
-    let started = worker.execute(&config.start_command, START_TIMEOUT);
+    let started = worker.execute_argv(&config.start_command, START_TIMEOUT);
     let out = match started {
         Ok(out) => out,
         Err(e) => {
@@ -284,8 +229,7 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
 
 /// Runs `docker info` and classifies the answer.
 fn docker_info(worker: &mut impl Worker, timeout: Duration) -> Health {
-    let argv = ["docker", "info"].map(String::from);
-    match worker.execute(&argv, timeout) {
+    match worker.execute_argv(["docker", "info"], timeout) {
         Ok(out) if out.exit_code == 0 && !reports_server_error(&out.stdout) => Health::Up {
             server_version: server_version(&out.stdout),
         },
@@ -343,8 +287,7 @@ pub fn info_error(out: &Output) -> String {
 /// The worker's clock as `YYYY-MM-DDTHH:MM:SSZ`, or null when `date` fails (the guest has no
 /// clock of the worker's own).
 fn checked_at(worker: &mut impl Worker) -> Value {
-    let argv = ["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"].map(String::from);
-    match worker.execute(&argv, DATE_TIMEOUT) {
+    match worker.execute_argv(["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"], DATE_TIMEOUT) {
         Ok(out) if out.exit_code == 0 && is_utc_timestamp(out.stdout.trim()) => {
             out.stdout.trim().into()
         }

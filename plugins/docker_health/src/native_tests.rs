@@ -1,24 +1,32 @@
-//! The whole [`crate::check`] against a fake [`crate::Worker`] that plays `docker info`, the
-//! start command and `date`, with a fake clock that advances with every pause.
+//! The whole [`crate::check`] against the SDK's [`FakeWorker`], which plays `docker info`, the
+//! start command and `date`, with a fake clock that advances with every call and pause.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use quarry_sdk::Status;
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel};
+use quarry_sdk::worker::Worker as _;
+use quarry_sdk::worker::fake::{self, Answer, FakeWorker, output};
 use serde_json::{Value, json};
 
 use crate::params::Config;
-use crate::{Worker, check, info_error, is_utc_timestamp, reports_server_error, server_version};
+use crate::{check, info_error, is_utc_timestamp, reports_server_error, server_version};
 
 const NOW: &str = "2026-11-23T02:44:47Z";
+
+/// The commands the task runs besides the start command: any other `docker` or `date` fails
+/// the test.
+const INFO: [&str; 2] = ["docker", "info"];
+const DATE: [&str; 3] = ["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"];
+/// The default start command.
+const START: [&str; 5] = ["sudo", "-n", "service", "docker", "start"];
 
 /// What `docker info` prints on a healthy daemon (cut down).
 const INFO_UP: &str =
     "Client:\n Context:    default\n\nServer:\n Containers: 0\n Server Version: 20.10.24+dfsg1\n";
 
 /// Debian 20.10's `docker info` against a dead socket.
-fn info_down() -> Result<Output, Error> {
+fn info_down() -> Answer {
     Ok(output(
         1,
         "Client:\n Context:    default\n\nServer:\nERROR: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
@@ -26,83 +34,25 @@ fn info_down() -> Result<Output, Error> {
     ))
 }
 
-fn info_up() -> Result<Output, Error> {
+fn info_up() -> Answer {
     Ok(output(0, INFO_UP, ""))
 }
 
-fn output(exit_code: i32, stdout: &str, stderr: &str) -> Output {
-    Output {
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-        exit_code,
-    }
-}
-
-struct FakeWorker {
-    /// Answers of successive `docker info` calls; the last one repeats.
-    info: VecDeque<Result<Output, Error>>,
-    /// Answer of the start command.
-    start: Result<Output, Error>,
-    /// Answer of `date`.
-    date: Result<Output, Error>,
-    calls: Vec<Vec<String>>,
-    clock: Duration,
-    pauses: u32,
-    logs: Vec<(LogLevel, String)>,
-}
-
-impl FakeWorker {
-    fn new(info: Vec<Result<Output, Error>>) -> Self {
-        FakeWorker {
-            info: info.into(),
-            start: Ok(output(0, " * Starting Docker: docker   [ OK ]", "")),
-            date: Ok(output(0, &format!("{NOW}\n"), "")),
-            calls: Vec::new(),
-            clock: Duration::ZERO,
-            pauses: 0,
-            logs: Vec::new(),
-        }
-    }
-
-    fn ran(&self, program: &str) -> usize {
-        self.calls.iter().filter(|c| c[0] == program).count()
-    }
-}
-
-impl Worker for FakeWorker {
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
-        assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(30));
-        self.calls.push(argv.to_vec());
-        self.clock += Duration::from_millis(100);
-        match argv[0].as_str() {
-            "docker" => {
-                assert_eq!(argv, ["docker", "info"]);
-                if self.info.len() > 1 {
-                    self.info.pop_front().unwrap()
-                } else {
-                    self.info.front().cloned().unwrap()
-                }
-            }
-            "date" => {
-                assert_eq!(argv, ["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]);
-                self.date.clone()
-            }
-            _ => self.start.clone(),
-        }
-    }
-
-    fn pause(&mut self, pause: Duration) {
-        self.pauses += 1;
-        self.clock += pause;
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        self.clock
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push((level, message.to_string()));
-    }
+/// A worker whose successive `docker info` calls answer `info` (the last one repeats), whose
+/// start command (any program but `docker` and `date`) succeeds and whose `date` says NOW; each
+/// call takes 100 ms and must carry a time limit of at most 30 s.
+fn worker(info: Vec<Answer>) -> FakeWorker {
+    let (docker, date) = (fake::program("docker"), fake::program("date"));
+    let mut w = FakeWorker::new();
+    w.require_timeout(Duration::from_secs(30))
+        .call_cost(Duration::from_millis(100))
+        .on(
+            move |c| !docker(c) && !date(c),
+            Ok(output(0, " * Starting Docker: docker   [ OK ]", "")),
+        )
+        .on(fake::argv(DATE), Ok(output(0, format!("{NOW}\n"), "")))
+        .on_each(fake::argv(INFO), info);
+    w
 }
 
 fn default_config() -> Config {
@@ -119,7 +69,7 @@ fn detail(o: &quarry_sdk::Outcome) -> Value {
 
 #[test]
 fn a_healthy_daemon_is_reported_without_starting_anything() {
-    let mut w = FakeWorker::new(vec![info_up()]);
+    let mut w = worker(vec![info_up()]);
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Success);
     assert_eq!(
@@ -132,12 +82,12 @@ fn a_healthy_daemon_is_reported_without_starting_anything() {
         Some("status"),
         "status first"
     );
-    assert_eq!(w.ran("sudo"), 0);
+    assert_eq!(w.count(fake::program("sudo")), 0);
 }
 
 #[test]
 fn a_started_daemon_is_reported_as_restarted() {
-    let mut w = FakeWorker::new(vec![info_down(), info_down(), info_down(), info_up()]);
+    let mut w = worker(vec![info_down(), info_down(), info_down(), info_up()]);
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
     let d = detail(&o);
@@ -160,10 +110,10 @@ fn a_started_daemon_is_reported_as_restarted() {
             .contains("Cannot connect to the Docker daemon"),
         "{d}"
     );
-    assert_eq!(w.ran("sudo"), 1);
-    assert_eq!(w.pauses, 2);
+    assert_eq!(w.count(fake::program("sudo")), 1);
+    assert_eq!(w.pauses().len(), 2);
     assert!(
-        w.logs
+        w.logs()
             .iter()
             .any(|(l, m)| *l == LogLevel::Warn && m.contains("down"))
     );
@@ -171,8 +121,11 @@ fn a_started_daemon_is_reported_as_restarted() {
 
 #[test]
 fn a_failed_start_is_a_failed_run_with_its_exit_code_and_output() {
-    let mut w = FakeWorker::new(vec![info_down()]);
-    w.start = Ok(output(1, "", "sudo: a password is required\n"));
+    let mut w = worker(vec![info_down()]);
+    w.on(
+        fake::argv(START),
+        Ok(output(1, "", "sudo: a password is required\n")),
+    );
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Failed);
     let d = detail(&o);
@@ -190,13 +143,20 @@ fn a_failed_start_is_a_failed_run_with_its_exit_code_and_output() {
         error.contains("Cannot connect to the Docker daemon"),
         "{error}"
     );
-    assert_eq!(w.ran("docker"), 1, "no polling after a failed start");
+    assert_eq!(
+        w.count(fake::program("docker")),
+        1,
+        "no polling after a failed start"
+    );
 }
 
 #[test]
 fn a_start_command_that_cannot_run_is_a_failed_run() {
-    let mut w = FakeWorker::new(vec![info_down()]);
-    w.start = Err(Error::NotFound("program \"sudo\" not found".into()));
+    let mut w = worker(vec![info_down()]);
+    w.on(
+        fake::argv(START),
+        Err(Error::NotFound("program \"sudo\" not found".into())),
+    );
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Failed);
     let d = detail(&o);
@@ -212,7 +172,7 @@ fn a_start_command_that_cannot_run_is_a_failed_run() {
 
 #[test]
 fn a_daemon_still_down_after_a_successful_start_is_a_failed_run() {
-    let mut w = FakeWorker::new(vec![info_down()]);
+    let mut w = worker(vec![info_down()]);
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Failed);
     let d = detail(&o);
@@ -226,12 +186,12 @@ fn a_daemon_still_down_after_a_successful_start_is_a_failed_run() {
     // Bounded: about RECHECK_WINDOW / RECHECK_PAUSE polls, each followed by a pause but the last.
     let attempts = d["recheck_attempts"].as_u64().unwrap();
     assert!((10..=12).contains(&attempts), "{attempts}");
-    assert!(w.clock < Duration::from_secs(25), "{:?}", w.clock);
+    assert!(w.elapsed() < Duration::from_secs(25), "{:?}", w.elapsed());
 }
 
 #[test]
 fn a_hung_daemon_counts_as_down() {
-    let mut w = FakeWorker::new(vec![
+    let mut w = worker(vec![
         Err(Error::Timeout("execute did not answer within 15.0s".into())),
         info_up(),
     ]);
@@ -250,7 +210,7 @@ fn a_hung_daemon_counts_as_down() {
 
 #[test]
 fn no_docker_cli_fails_without_starting_anything() {
-    let mut w = FakeWorker::new(vec![Err(Error::NotFound(
+    let mut w = worker(vec![Err(Error::NotFound(
         "program \"docker\" not found on the worker".into(),
     ))]);
     let o = check(&mut w, &default_config());
@@ -261,24 +221,24 @@ fn no_docker_cli_fails_without_starting_anything() {
             .unwrap()
             .starts_with("docker is not installed on the worker"),
     );
-    assert_eq!(w.ran("sudo"), 0);
+    assert_eq!(w.count(fake::program("sudo")), 0);
 }
 
 #[test]
 fn an_unreachable_worker_fails_at_once() {
-    let mut w = FakeWorker::new(vec![Err(Error::Unreachable("connection refused".into()))]);
+    let mut w = worker(vec![Err(Error::Unreachable("connection refused".into()))]);
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Failed);
     assert_eq!(
         detail(&o)["error"],
         "worker unreachable: connection refused"
     );
-    assert_eq!(w.calls.len(), 1, "nothing else is tried");
+    assert_eq!(w.calls().len(), 1, "nothing else is tried");
 }
 
 #[test]
 fn a_custom_start_command_is_run_as_its_argv() {
-    let mut w = FakeWorker::new(vec![info_down(), info_up()]);
+    let mut w = worker(vec![info_down(), info_up()]);
     let config = Config {
         start_command: ["systemctl", "start", "docker; touch /pwned"]
             .map(String::from)
@@ -287,7 +247,7 @@ fn a_custom_start_command_is_run_as_its_argv() {
     let o = check(&mut w, &config);
     assert_eq!(o.status, Status::Success);
     assert!(
-        w.calls.contains(
+        w.argvs().contains(
             &["systemctl", "start", "docker; touch /pwned"]
                 .map(String::from)
                 .to_vec()
@@ -297,8 +257,8 @@ fn a_custom_start_command_is_run_as_its_argv() {
 
 #[test]
 fn a_failing_date_leaves_checked_at_null() {
-    let mut w = FakeWorker::new(vec![info_up()]);
-    w.date = Ok(output(1, "", "date: invalid"));
+    let mut w = worker(vec![info_up()]);
+    w.on(fake::argv(DATE), Ok(output(1, "", "date: invalid")));
     let o = check(&mut w, &default_config());
     assert_eq!(o.status, Status::Success);
     assert_eq!(detail(&o)["checked_at"], Value::Null);

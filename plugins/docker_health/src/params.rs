@@ -1,6 +1,6 @@
 //! The params of `docker_health`: [`Params`] mirrors the JSON exactly, [`Config`] holds the
 //! checked values. [`Config::from_params`] is the one place where params are checked; it runs
-//! at config load (`validate`) and again at the start of every run.
+//! at config load (`Task::check`) and again at the start of every run.
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -16,9 +16,10 @@
 //! - [`find`]: the `find` expressions and exclusion mapping (pure).
 //! - [`script`]: the worker script, its argument vector and the reader of its NUL-separated
 //!   records (pure).
-//! - this file: the task, and [`cleanup`], which reaches the worker only through the
-//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests) and turns
-//!   the script's report into the outcome.
+//! - this file: the task, and [`cleanup`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` running the
+//!   argv for real in the native tests, so that the script meets the real bash and GNU
+//!   `find`) and turns the script's report into the outcome.
 //!
 //! Differences from ROCK, on purpose: configured values never become shell text; `find`
 //! errors are reported instead of masked, and a `find` that runs out of time is reported as
@@ -39,7 +40,8 @@ mod native_tests;
 use quarry_sdk::host::ErrorExt as _;
 use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel};
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
@@ -89,6 +91,7 @@ pub struct FileCleanup;
 
 impl Task for FileCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("file_cleanup", "0.1.0")
@@ -97,13 +100,12 @@ impl Task for FileCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
-        Ok(cleanup(&mut HostWorker, &config, SCRIPT_BUDGET))
+    fn run(config: Config) -> Result<Outcome, String> {
+        Ok(cleanup(&mut HostWorker::new(), &config, SCRIPT_BUDGET))
     }
 }
 
@@ -111,29 +113,6 @@ impl Task for FileCleanup {
 // script cannot hold the component export names (`quarry:task/task@0.1.0#run` has a `:`).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(FileCleanup);
-
-/// How the cleanup reaches its worker: [`HostWorker`] in the component, a fake in native tests
-/// (which runs the argv for real, so the script meets the real bash and GNU `find`).
-pub trait Worker {
-    /// Runs the argument vector `argv` (no shell of the host's) with a time limit; a non-zero
-    /// exit is `Ok`.
-    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error>;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker;
-
-impl Worker for HostWorker {
-    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error> {
-        Command::argv(argv).timeout(timeout).run()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// The two passes, as named in messages.
 const PASS_NAMES: [&str; 2] = ["deleting files", "pruning empty dirs"];
@@ -162,7 +141,7 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> O
     );
 
     let budget = Duration::from_secs(budget.as_secs().max(1));
-    let out = match worker.execute(script::argv(config, budget), budget + EXECUTE_MARGIN) {
+    let out = match worker.execute_argv(script::argv(config, budget), budget + EXECUTE_MARGIN) {
         Ok(out) => out,
         Err(e) => return execute_failed(worker, e, config, detail),
     };

@@ -1,23 +1,26 @@
-//! Native tests of the whole [`crate::cleanup`] against the real bash and GNU `find`: a fake
-//! [`crate::Worker`] runs the one argv for real, in a scratch directory and with a PATH of its
-//! own that holds exactly the tools the script may use, plus a fake `docker` (absent, running,
-//! broken) and, where a test needs it, a `find` wrapper (slow, or failing). Scratch trees
-//! check exactly what is deleted and kept, and the outcome.
+//! Native tests of the whole [`crate::cleanup`] against the real bash and GNU `find`: the SDK's
+//! [`FakeWorker`] runs the one argv for real on a [`Machine`], in a scratch directory and with a
+//! PATH of its own that holds exactly the tools the script may use, plus a fake `docker`
+//! (absent, running, broken) and, where a test needs it, a `find` wrapper (slow, or failing).
+//! Scratch trees check exactly what is deleted and kept, and the outcome.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quarry_sdk::Status;
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::host::{self, Error, LogLevel};
+use quarry_sdk::worker::fake::{self, FakeWorker, LocalRunner};
 use serde_json::{Value, json};
 
 use crate::params::{Config, Params, check_target_path};
 use crate::script::SCRIPT;
-use crate::{SCRIPT_BUDGET, Worker, cleanup};
+use crate::{SCRIPT_BUDGET, cleanup};
 
 /// How old "old" entries are: two days, far beyond the tests' `max_age_mins` (60).
 const OLD_AGE_SECS: u64 = 2 * 24 * 3600;
@@ -127,26 +130,24 @@ enum FakeDocker {
     Broken(i32, &'static str),
 }
 
-/// A worker that runs the argv on this machine, in a scratch directory, with a PATH of its
-/// own.
-struct FakeWorker {
+/// The start of the one argv the cleanup runs: any other command fails the test.
+const SCRIPT_ARGV: [&str; 4] = ["bash", "-c", SCRIPT, "file_cleanup"];
+
+/// The fake worker's machine: this one, in a scratch directory, with a PATH of its own.
+struct Machine {
     /// The PATH directory: the script's tools, the fake `docker`, maybe a `find` wrapper.
     bin: Scratch,
     /// The working directory (empty): a script bug that globbed in its cwd finds nothing.
     cwd: Scratch,
-    /// Answer every execute with this host error instead of running anything.
-    error: Option<Error>,
     /// Cut stdout at this many bytes, as the host does at its output limit.
     max_output_bytes: Option<usize>,
     /// The worker's TMPDIR, where the script makes its temp dir.
     tmpdir: Option<PathBuf>,
-    calls: Vec<Vec<String>>,
     /// The raw stdout of each execute.
-    stdouts: Vec<String>,
-    logs: Vec<(LogLevel, String)>,
+    stdouts: Rc<RefCell<Vec<String>>>,
 }
 
-impl FakeWorker {
+impl Machine {
     fn new(docker: FakeDocker) -> Self {
         let bin = scratch("bin");
         for tool in SCRIPT_TOOLS {
@@ -173,19 +174,16 @@ impl FakeWorker {
             FakeDocker::Running(names) => fake(0, names, ""),
             FakeDocker::Broken(code, stderr) => fake(code, "", stderr),
         }
-        FakeWorker {
+        Machine {
             bin,
             cwd: scratch("cwd"),
-            error: None,
             max_output_bytes: None,
             tmpdir: None,
-            calls: Vec::new(),
-            stdouts: Vec::new(),
-            logs: Vec::new(),
+            stdouts: Rc::default(),
         }
     }
 
-    /// Takes `tool` off this worker's PATH.
+    /// Takes `tool` off this machine's PATH.
     fn remove_tool(&self, tool: &str) {
         fs::remove_file(self.bin.0.join(tool)).unwrap();
     }
@@ -198,45 +196,36 @@ impl FakeWorker {
         executable(&path, &body.replace("$FIND", real.to_str().unwrap()));
     }
 
-    /// Runs `argv` as this worker does, decoding output as the host does.
-    fn run(&self, argv: &[String]) -> Output {
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("PATH", &self.bin.0)
-            .current_dir(&self.cwd.0);
-        if let Some(dir) = &self.tmpdir {
-            cmd.env("TMPDIR", dir);
-        }
-        let out = cmd.output().unwrap();
-        Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            exit_code: out.status.code().unwrap_or(-1),
+    /// Runs commands as this machine does (output decoded as the host does).
+    fn local(&self) -> LocalRunner {
+        let local = LocalRunner::new().cwd(&self.cwd.0).env("PATH", &self.bin.0);
+        match &self.tmpdir {
+            Some(dir) => local.env("TMPDIR", dir),
+            None => local,
         }
     }
-}
 
-impl Worker for FakeWorker {
-    fn execute(&mut self, argv: Vec<String>, timeout: Duration) -> Result<Output, Error> {
-        assert!(timeout > Duration::ZERO && timeout <= Duration::from_secs(60));
-        assert_eq!(argv[..4], ["bash", "-c", SCRIPT, "file_cleanup"]);
-        self.calls.push(argv.clone());
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        let mut out = self.run(&argv);
-        self.stdouts.push(out.stdout.clone());
-        if let Some(max) = self.max_output_bytes.filter(|&m| out.stdout.len() > m) {
-            let dropped = out.stdout.len() - max;
-            out.stdout.truncate(max);
-            out.stdout
-                .push_str(&format!("\n...[quarry: {dropped} more bytes truncated]"));
-        }
-        Ok(out)
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push((level, message.to_string()));
+    /// A worker that runs the cleanup's argv on this machine (its stdout cut at
+    /// `max_output_bytes`, as the host would) and fails the test on any other command or on a
+    /// time limit that is not in (0, 60 s].
+    fn worker(&self) -> FakeWorker {
+        let local = self.local();
+        let stdouts = Rc::clone(&self.stdouts);
+        let max_output_bytes = self.max_output_bytes;
+        let mut w = FakeWorker::new();
+        w.require_timeout(Duration::from_secs(60))
+            .on_with(fake::prefix(SCRIPT_ARGV), move |c| {
+                let mut out = local.run(c).expect("the script runs");
+                stdouts.borrow_mut().push(out.stdout.clone());
+                if let Some(max) = max_output_bytes.filter(|&m| out.stdout.len() > m) {
+                    let dropped = out.stdout.len() - max;
+                    out.stdout.truncate(max);
+                    out.stdout
+                        .push_str(&format!("\n...[quarry: {dropped} more bytes truncated]"));
+                }
+                Ok(out)
+            });
+        w
     }
 }
 
@@ -336,7 +325,8 @@ fn deletes_exactly_the_expected_entries() {
     set_old(&empty_target);
     let before = tree(&t);
 
-    let mut w = FakeWorker::new(FakeDocker::Running("web-1\n"));
+    let m = Machine::new(FakeDocker::Running("web-1\n"));
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({
@@ -361,7 +351,7 @@ fn deletes_exactly_the_expected_entries() {
         SCRIPT_BUDGET,
     );
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
-    assert_eq!(w.calls.len(), 1, "one execute per run");
+    assert_eq!(w.calls().len(), 1, "one execute per run");
 
     let under = |rels: &BTreeSet<String>| -> BTreeSet<String> {
         rels.iter().map(|r| format!("{target_path}/{r}")).collect()
@@ -428,7 +418,7 @@ fn deletes_exactly_the_expected_entries() {
     // Had a value been run by a shell, `touch pwned` would have created `pwned` in the
     // worker's directory or next to the file.
     let executed = |name: &str| {
-        w.cwd.0.join(name).exists() || tree(&s.0).iter().any(|p| p.ends_with(&format!("/{name}")))
+        m.cwd.0.join(name).exists() || tree(&s.0).iter().any(|p| p.ends_with(&format!("/{name}")))
     };
     assert!(
         !executed("pwned") && !executed("pwned2"),
@@ -438,14 +428,15 @@ fn deletes_exactly_the_expected_entries() {
 
 #[test]
 fn no_targets_means_no_calls() {
-    let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
+    let m = Machine::new(FakeDocker::Running("web-1"));
+    let mut w = m.worker();
     let o = cleanup(&mut w, &config(json!({})), SCRIPT_BUDGET);
     assert_eq!(o.status, Status::Success);
     assert_eq!(
         Value::Object(o.detail),
         json!({"status": "success", "message": "no target directories configured"})
     );
-    assert!(w.calls.is_empty() && w.logs.is_empty());
+    assert!(w.calls().is_empty() && w.logs().is_empty());
 }
 
 #[test]
@@ -453,7 +444,8 @@ fn cleans_and_reports_per_directory() {
     let s = scratch("run");
     let t = populated_target(&s.0);
     let missing = s.0.join("missing").to_str().unwrap().to_string();
-    let mut w = FakeWorker::new(FakeDocker::Running("web-1\n\n"));
+    let m = Machine::new(FakeDocker::Running("web-1\n\n"));
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({
@@ -490,9 +482,9 @@ fn cleans_and_reports_per_directory() {
     );
     assert!(Path::new(&t).join("web-1/old.log").exists());
     assert!(Path::new(&t).join("young.log").exists());
-    assert_eq!(w.logs.len(), 1, "{:?}", w.logs);
+    assert_eq!(w.logs().len(), 1, "{:?}", w.logs());
     assert_eq!(
-        w.logs[0].1,
+        w.logs()[0].1,
         "file_cleanup: deleted 1 files and 1 empty dirs in 2 target dirs (1 not found, 0 failed); \
          1 running containers protected"
     );
@@ -503,15 +495,16 @@ fn one_execute_per_run_whatever_the_number_of_targets() {
     let s = scratch("three");
     let roots: Vec<PathBuf> = (0..3).map(|i| s.0.join(format!("t{i}"))).collect();
     let targets: Vec<String> = roots.iter().map(|r| populated_target(r)).collect();
-    let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
+    let m = Machine::new(FakeDocker::Running("web-1"));
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": targets, "max_age_mins": 60})),
         SCRIPT_BUDGET,
     );
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
-    assert_eq!(w.calls.len(), 1, "exactly one execute for three targets");
-    assert_eq!(w.calls[0][4], SCRIPT_BUDGET.as_secs().to_string());
+    assert_eq!(w.calls().len(), 1, "exactly one execute for three targets");
+    assert_eq!(w.argvs()[0][4], SCRIPT_BUDGET.as_secs().to_string());
     for t in &targets {
         assert_eq!(o.detail["details"][t]["deleted_files_count"], 1);
         assert!(!Path::new(t).join("old.log").exists());
@@ -523,7 +516,8 @@ fn one_execute_per_run_whatever_the_number_of_targets() {
 fn docker_absent_protects_nothing_but_still_cleans() {
     let s = scratch("nodocker");
     let t = populated_target(&s.0);
-    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
@@ -534,7 +528,7 @@ fn docker_absent_protects_nothing_but_still_cleans() {
     assert_eq!(o.detail["protected_containers"], json!([]));
     assert_eq!(o.detail["details"][&t]["deleted_files_count"], 2);
     assert!(!Path::new(&t).join("web-1/old.log").exists());
-    assert_eq!(w.calls.len(), 1);
+    assert_eq!(w.calls().len(), 1);
 }
 
 #[test]
@@ -577,7 +571,8 @@ fn docker_trouble_fails_closed() {
         let s = scratch("docker");
         let t = populated_target(&s.0);
         let before = tree(Path::new(&t));
-        let mut w = FakeWorker::new(docker);
+        let m = Machine::new(docker);
+        let mut w = m.worker();
         let o = cleanup(
             &mut w,
             &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
@@ -592,8 +587,8 @@ fn docker_trouble_fails_closed() {
             before,
             "nothing may be deleted: {error}"
         );
-        assert_eq!(w.logs[0].0, LogLevel::Debug);
-        assert_eq!(w.calls.len(), 1);
+        assert_eq!(w.logs()[0].0, LogLevel::Debug);
+        assert_eq!(w.calls().len(), 1);
     }
 }
 
@@ -602,8 +597,9 @@ fn a_missing_tool_never_leaves_containers_unprotected() {
     let s = scratch("notr");
     let t = populated_target(&s.0);
     let before = tree(Path::new(&t));
-    let mut w = FakeWorker::new(FakeDocker::Running("web-1"));
-    w.remove_tool("tr");
+    let m = Machine::new(FakeDocker::Running("web-1"));
+    m.remove_tool("tr");
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
@@ -623,10 +619,11 @@ fn a_missing_tool_never_leaves_containers_unprotected() {
 fn find_errors_fail_the_run_with_details_kept() {
     let s = scratch("finderr");
     let t = populated_target(&s.0);
-    let w = &mut FakeWorker::new(FakeDocker::Running("web-1"));
-    w.wrap_find(&format!(
+    let m = Machine::new(FakeDocker::Running("web-1"));
+    m.wrap_find(&format!(
         "$FIND \"$@\"\necho \"find: '{t}/locked': Permission denied\" >&2\nexit 1"
     ));
+    let w = &mut m.worker();
     let o = cleanup(
         w,
         &config(json!({"target_dirs": [t.clone()], "max_age_mins": 60})),
@@ -656,7 +653,8 @@ fn a_target_that_is_not_a_directory_is_an_error_a_missing_one_is_not() {
     symlink(s.0.join("nowhere"), &dangling).unwrap();
     let missing = s.0.join("a/b/c");
     let under_a_file = file.join("x");
-    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
+    let mut w = m.worker();
     let targets: Vec<&str> = [&file, &dangling, &missing, &under_a_file]
         .map(|p| p.to_str().unwrap())
         .to_vec();
@@ -699,7 +697,8 @@ fn file_names_cannot_forge_records() {
     }
     write(&other, "old.log", 10);
     set_old(&other.join("old.log"));
-    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
+    let mut w = m.worker();
     let (t, other) = (t.to_str().unwrap(), other.to_str().unwrap());
     let o = cleanup(
         &mut w,
@@ -723,7 +722,8 @@ fn file_names_cannot_forge_records() {
 fn a_thousand_deletions_are_counted_and_two_hundred_listed() {
     let s = scratch("many");
     let t = &write_many(&s.0.join("t"), "f", 1000, 2048);
-    let mut w = FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t], "max_file_size": "1K"})),
@@ -735,7 +735,7 @@ fn a_thousand_deletions_are_counted_and_two_hundred_listed() {
     assert_eq!(d["deleted_files"].as_array().unwrap().len(), 200);
     assert_eq!(d["listing_truncated"], false);
     // The script itself sends no more than 200 paths: the output stays small.
-    let sent = w.stdouts[0]
+    let sent = m.stdouts.borrow()[0]
         .split('\0')
         .filter(|r| r.starts_with('/'))
         .count();
@@ -751,8 +751,9 @@ fn the_scripts_temp_files_survive_a_target_that_holds_them() {
     let t = &write_many(&s.0.join("t"), "file-with-a-long-name-", 300, 2);
     let tmpdir = s.0.join("t/tmp");
     fs::create_dir_all(&tmpdir).unwrap();
-    let mut w = FakeWorker::new(FakeDocker::Absent);
-    w.tmpdir = Some(tmpdir.clone());
+    let mut m = Machine::new(FakeDocker::Absent);
+    m.tmpdir = Some(tmpdir.clone());
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t], "max_file_size": 1})),
@@ -777,10 +778,11 @@ fn a_find_past_the_budget_times_out_and_later_targets_are_skipped() {
         populated_target(&s.0.join("a")),
         populated_target(&s.0.join("b")),
     );
-    let w = &mut FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
     // Killed mid-way, as `find` would be: one whole path out, the next one cut.
-    w.wrap_find(r#"printf '%s/old.log\0%s/ol' "$1" "$1"; exec sleep 30"#);
-    symlink(which("sleep"), w.bin.0.join("sleep")).unwrap();
+    m.wrap_find(r#"printf '%s/old.log\0%s/ol' "$1" "$1"; exec sleep 30"#);
+    symlink(which("sleep"), m.bin.0.join("sleep")).unwrap();
+    let w = &mut m.worker();
     let started = Instant::now();
     let o = cleanup(
         w,
@@ -821,8 +823,9 @@ fn output_cut_by_the_host_marks_listings_truncated_and_the_rest_unfinished() {
     let s = scratch("cut");
     let a = write_many(&s.0.join("a"), "f", 100, 2048);
     let b = populated_target(&s.0.join("b"));
-    let mut w = FakeWorker::new(FakeDocker::Absent);
-    w.max_output_bytes = Some(2000);
+    let mut m = Machine::new(FakeDocker::Absent);
+    m.max_output_bytes = Some(2000);
+    let mut w = m.worker();
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [a.clone(), b.clone()], "max_file_size": "1K"})),
@@ -852,8 +855,12 @@ fn output_cut_by_the_host_marks_listings_truncated_and_the_rest_unfinished() {
 fn host_errors_fail_the_run() {
     let s = scratch("hosterr");
     let t = populated_target(&s.0);
-    let mut w = FakeWorker::new(FakeDocker::Absent);
-    w.error = Some(Error::Unreachable("connection refused".into()));
+    let m = Machine::new(FakeDocker::Absent);
+    let mut w = m.worker();
+    w.on(
+        fake::prefix(SCRIPT_ARGV),
+        Err(Error::Unreachable("connection refused".into())),
+    );
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t.clone()]})),
@@ -869,11 +876,14 @@ fn host_errors_fail_the_run() {
         o.detail["details"][&t],
         json!({"result": "did_not_finish", "error": "did not finish: unreachable: connection refused"})
     );
-    assert_eq!(w.calls.len(), 1);
+    assert_eq!(w.calls().len(), 1);
 
-    w.error = Some(Error::NotFound(
-        "program \"bash\" not found on the worker".into(),
-    ));
+    w.on(
+        fake::prefix(SCRIPT_ARGV),
+        Err(Error::NotFound(
+            "program \"bash\" not found on the worker".into(),
+        )),
+    );
     let o = cleanup(
         &mut w,
         &config(json!({"target_dirs": [t.clone()]})),
@@ -890,13 +900,14 @@ fn host_errors_fail_the_run() {
 
 #[test]
 fn the_script_refuses_malformed_arguments() {
-    let w = FakeWorker::new(FakeDocker::Absent);
+    let m = Machine::new(FakeDocker::Absent);
+    let local = m.local();
     let run = |args: &[&str]| {
         let mut argv: Vec<String> = ["bash", "-c", SCRIPT, "file_cleanup"]
             .map(String::from)
             .to_vec();
         argv.extend(args.iter().map(|a| a.to_string()));
-        w.run(&argv).stdout
+        local.run(&host::Command::argv(argv)).unwrap().stdout
     };
     let ok = ["5", "30", "200", "8000"];
     for (args, reason) in [

@@ -1,6 +1,6 @@
 //! The params of `file_cleanup`: [`Params`] mirrors the JSON exactly, [`Config`] holds the
 //! checked values. [`Config::from_params`] is the one place where params are checked; it runs
-//! at config load (`validate`) and again at the start of every run.
+//! at config load (`Task::check`) and again at the start of every run.
 //!
 //! Values are kept as raw JSON in [`Params`] so that every complaint can name the exact param
 //! and value (`target_dirs[1].path "/data/../etc": must not contain ".."`) instead of serde's

@@ -7,8 +7,9 @@
 //!
 //! Module map:
 //! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
-//! - this file: the task, and [`tick`], which reaches the worker only through the [`Worker`]
-//!   trait ([`HostWorker`] in the component, a fake in the native tests).
+//! - this file: the task, and [`tick`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` running the
+//!   scripts with this machine's `/bin/sh` in the native tests).
 //!
 //! The daemon: the task reports docuum's pid with a `success` outcome, so the host records it
 //! and, on the next tick, hands it back through `previous-pid` only if that very process (same
@@ -34,8 +35,9 @@ use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::text::head;
 use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Command, Error, LogLevel};
 use quarry_sdk::shell::quote;
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
@@ -71,6 +73,7 @@ pub struct ImageCleanup;
 
 impl Task for ImageCleanup {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("image_cleanup", "0.1.0")
@@ -79,46 +82,18 @@ impl Task for ImageCleanup {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        Config::from_params(params).map(|_| ())
+    fn check(params: Params) -> Result<Config, String> {
+        Config::from_params(&params)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
-        Ok(tick(&mut HostWorker, &config))
+    fn run(config: Config) -> Result<Outcome, String> {
+        Ok(tick(&mut HostWorker::new(), &config))
     }
 }
 
 // Exported only in the wasm build (see file_cleanup for why).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(ImageCleanup);
-
-/// How the task reaches its worker: [`HostWorker`] in the component, a fake in native tests.
-pub trait Worker {
-    /// Runs a `/bin/sh` script with a time limit; a non-zero exit is `Ok`.
-    fn shell(&mut self, script: &str, timeout: Duration) -> Result<Output, Error>;
-    /// The docuum this task launched earlier on this worker, if the host found it alive.
-    fn previous_pid(&mut self) -> Option<u32>;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker;
-
-impl Worker for HostWorker {
-    fn shell(&mut self, script: &str, timeout: Duration) -> Result<Output, Error> {
-        Command::shell(script).timeout(timeout).run()
-    }
-
-    fn previous_pid(&mut self) -> Option<u32> {
-        host::previous_pid()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// What the prune did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +198,7 @@ pub fn prune_script(keep: &str) -> String {
 
 /// Runs the prune (one call) and reads both exit statuses.
 fn prune(worker: &mut impl Worker, keep: &str) -> Result<Prune, Error> {
-    let out = worker.shell(&prune_script(keep), PRUNE_TIMEOUT)?;
+    let out = worker.execute(&Command::shell(prune_script(keep)).timeout(PRUNE_TIMEOUT))?;
     let mut exit_codes = Vec::new();
     let mut text = String::new();
     for line in out.stdout.lines() {
@@ -297,7 +272,7 @@ pub fn launch_script(config: &Config) -> String {
 /// Starts docuum; its pid, or why it is not running.
 fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
     let out = worker
-        .shell(&launch_script(config), LAUNCH_TIMEOUT)
+        .execute(&Command::shell(launch_script(config)).timeout(LAUNCH_TIMEOUT))
         .map_err(|e| format!("launching docuum failed: {}", e.describe()))?;
     let stdout = out.stdout.trim();
     if stdout.contains("@@quarry-missing") {

@@ -1,14 +1,14 @@
-//! Native tests: params, and the launch and prune scripts run by a real `/bin/sh` with a fake
-//! docuum, including hostile values that must arrive as plain arguments.
+//! Native tests: params, and the launch and prune scripts run by a real `/bin/sh` (the SDK's
+//! [`FakeWorker`] with a [`LocalRunner`]) with a fake docuum, including hostile values that must
+//! arrive as plain arguments.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::worker::fake::{self, FakeWorker, LocalRunner};
 use serde_json::json;
 
 use crate::params::{Config, Params};
-use crate::{Worker, launch_script, prune_script, tick};
+use crate::{launch_script, prune_script, tick};
 
 fn config(v: serde_json::Value) -> Result<Config, String> {
     let p: Params = serde_json::from_value(v).map_err(|e| e.to_string())?;
@@ -107,35 +107,15 @@ impl Drop for Tmp {
     }
 }
 
-/// A worker that is this machine's `/bin/sh`, run in `dir`.
-struct Sh {
-    dir: PathBuf,
-    previous: Option<u32>,
-    scripts: Vec<String>,
-}
-
-impl Worker for Sh {
-    fn shell(&mut self, script: &str, _timeout: Duration) -> Result<Output, Error> {
-        self.scripts.push(script.to_string());
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&self.dir)
-            .env_remove("ROCK_LOGGING_PATH")
-            .output()
-            .map_err(|e| Error::Other(e.to_string()))?;
-        Ok(Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            exit_code: out.status.code().unwrap_or(-1),
-        })
-    }
-
-    fn previous_pid(&mut self) -> Option<u32> {
-        self.previous
-    }
-
-    fn log(&mut self, _level: LogLevel, _message: &str) {}
+/// A worker whose scripts run with this machine's `/bin/sh` in `dir` (without
+/// `ROCK_LOGGING_PATH`), and whose host vouches for the docuum `previous`; any command that is
+/// not a script fails the test.
+fn sh(dir: &Path, previous: Option<u32>) -> FakeWorker {
+    let local = LocalRunner::new().cwd(dir).env_remove("ROCK_LOGGING_PATH");
+    let mut w = FakeWorker::new();
+    w.set_previous_pid(previous)
+        .on_with(fake::shell(), move |c| local.run(c));
+    w
 }
 
 /// Writes an executable fake docuum that records its arguments (one per line) in `args` and
@@ -185,16 +165,12 @@ fn hostile_patterns_reach_docuum_verbatim_and_never_run() {
         "keep_build_storage": null,
     }))
     .unwrap();
-    let mut w = Sh {
-        dir: tmp.0.clone(),
-        previous: None,
-        scripts: Vec::new(),
-    };
+    let mut w = sh(&tmp.0, None);
     let out = tick(&mut w, &c);
     let pid = out.pid.expect("the fake docuum runs");
     kill(pid);
     assert_eq!(out.detail["action"], "launched", "{:?}", out.detail);
-    assert_eq!(w.scripts.len(), 1, "prune off: one call, the launch");
+    assert_eq!(w.calls().len(), 1, "prune off: one call, the launch");
     let args = std::fs::read_to_string(tmp.0.join("args")).unwrap();
     let mut want = vec!["--threshold", "10 GB"];
     for h in hostile {
@@ -213,28 +189,25 @@ fn hostile_patterns_reach_docuum_verbatim_and_never_run() {
 #[test]
 fn a_live_docuum_means_prune_only_and_its_pid_is_kept() {
     let tmp = Tmp::new("alive");
-    let mut w = Sh {
-        dir: tmp.0.clone(),
-        previous: Some(4242),
-        scripts: Vec::new(),
-    };
+    let mut w = sh(&tmp.0, Some(4242));
     // `docker` here may be absent or not answer: the prune's result is reported either way,
     // and the pid stays on record even when the run fails.
     let out = tick(&mut w, &config(json!({})).unwrap());
     assert_eq!(out.pid, Some(4242));
     assert_eq!(out.detail["action"], "prune_only");
-    assert_eq!(w.scripts.len(), 1, "one call: the prune");
-    assert!(w.scripts[0].contains("docker builder prune -f --keep-storage 20GB"));
+    assert_eq!(w.calls().len(), 1, "one call: the prune");
+    assert!(
+        w.calls()[0]
+            .get_script()
+            .unwrap()
+            .contains("docker builder prune -f --keep-storage 20GB")
+    );
 }
 
 #[test]
 fn a_missing_docuum_fails_with_how_to_install_it() {
     let tmp = Tmp::new("missing");
-    let mut w = Sh {
-        dir: tmp.0.clone(),
-        previous: None,
-        scripts: Vec::new(),
-    };
+    let mut w = sh(&tmp.0, None);
     let c = config(json!({"docuum_path": "docuum-not-installed-here", "keep_build_storage": ""}))
         .unwrap();
     let out = tick(&mut w, &c);
@@ -258,11 +231,7 @@ fn a_docuum_that_exits_at_once_is_a_failed_launch_with_its_output() {
         "log_file": format!("{}/docuum.log", tmp.0.display()),
     }))
     .unwrap();
-    let mut w = Sh {
-        dir: tmp.0.clone(),
-        previous: None,
-        scripts: Vec::new(),
-    };
+    let mut w = sh(&tmp.0, None);
     let out = tick(&mut w, &c);
     assert_eq!(out.pid, None);
     let err = out.detail["error"].as_str().unwrap();

@@ -8,8 +8,9 @@
 //! - [`params`]: the params ([`params::Params`], raw) and their checks ([`params::Config`]).
 //! - [`reference`]: the image reference grammar and the registry a login goes to (pure).
 //! - [`secret`]: base64 passwords and redaction (pure).
-//! - this file: the task, and [`pull_all`], which reaches the worker only through the
-//!   [`Worker`] trait ([`HostWorker`] in the component, a fake in the native tests).
+//! - this file: the task, and [`pull_all`], which reaches the worker only through the SDK's
+//!   [`Worker`] trait ([`HostWorker`] in the component, the SDK's `FakeWorker` in the native
+//!   tests).
 //!
 //! How a password reaches `docker login --password-stdin` (every command is an argv; the two
 //! login scripts below are constant text and get every value as a positional parameter, so
@@ -50,9 +51,10 @@ pub mod secret;
 mod native_tests;
 
 use quarry_sdk::host::ErrorExt as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quarry_sdk::host::{self, Command, Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
@@ -121,6 +123,7 @@ pub struct ImagePull;
 
 impl Task for ImagePull {
     type Params = Params;
+    type Config = Config;
 
     fn describe() -> Metadata {
         Metadata::new("image_pull", "0.1.0")
@@ -129,24 +132,24 @@ impl Task for ImagePull {
             .params_doc(PARAMS_DOC)
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
-        let config = Config::from_params(params)?;
+    fn check(params: Params) -> Result<Config, String> {
+        let config = Config::from_params(&params)?;
         warn_at_load(&config);
-        Ok(())
+        Ok(config)
     }
 
-    fn run(params: Params) -> Result<Outcome, String> {
-        let config = Config::from_params(&params)?;
+    fn run(config: Config) -> Result<Outcome, String> {
         Ok(pull_all(&mut HostWorker::new(), &config))
     }
 }
 
 /// Logs the config's warnings (literal passwords) through the host when the params are checked
-/// at load. `validate` also runs at the start of every run, where the warnings go into the
+/// at load. `check` also runs at the start of every run, where the warnings go into the
 /// outcome instead of the log (one line per worker per tick would be noise, ROCK bug 5).
 #[cfg(target_arch = "wasm32")]
 fn warn_at_load(config: &Config) {
     // Outside a run (describe, validate-config) the host answers with an empty address.
+    use quarry_sdk::host;
     if !config.warnings.is_empty() && host::worker().address.is_empty() {
         for warning in &config.warnings {
             host::warn(&format!("image_pull: {warning}"));
@@ -160,57 +163,6 @@ fn warn_at_load(_config: &Config) {}
 // Exported only in the wasm build (see file_cleanup for why).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(ImagePull);
-
-/// How the task reaches its worker: [`HostWorker`] in the component, a fake in native tests.
-pub trait Worker {
-    /// Runs an argument vector (no shell unless argv[0] is one) with a time limit; a non-zero
-    /// exit is `Ok`.
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error>;
-    /// Writes a text file on the worker.
-    fn write_file(&mut self, path: &str, content: &str) -> Result<(), Error>;
-    /// Time since the run started (a monotonic clock).
-    fn elapsed(&mut self) -> Duration;
-    /// Logs one line at `level`.
-    fn log(&mut self, level: LogLevel, message: &str);
-}
-
-/// The worker of the current run, through the host.
-pub struct HostWorker {
-    started: Instant,
-}
-
-impl HostWorker {
-    /// A worker whose clock starts now.
-    pub fn new() -> Self {
-        HostWorker {
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Default for HostWorker {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Worker for HostWorker {
-    fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
-        Command::argv(argv.iter().cloned()).timeout(timeout).run()
-    }
-
-    fn write_file(&mut self, path: &str, content: &str) -> Result<(), Error> {
-        host::write_file(path, content)
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        host::log(level, message)
-    }
-}
 
 /// Why the remaining images are not attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,7 +374,7 @@ impl<W: Worker> Session<'_, W> {
     /// Runs a command, noting a lost worker or a passed deadline.
     fn execute(&mut self, argv: &[String], timeout: Duration) -> Result<Output, Error> {
         let started = self.worker.elapsed();
-        let result = self.worker.execute(argv, timeout);
+        let result = self.worker.execute_argv(argv, timeout);
         self.note(&result, started);
         result
     }
@@ -581,9 +533,9 @@ impl<W: Worker> Session<'_, W> {
         if self.stop == Some(Stop::Unreachable) {
             return;
         }
-        let argv = ["rm", "-rf", "--", dir].map(String::from);
         let ok = matches!(
-            self.worker.execute(&argv, QUICK_TIMEOUT),
+            self.worker
+                .execute_argv(["rm", "-rf", "--", dir], QUICK_TIMEOUT),
             Ok(Output { exit_code: 0, .. })
         );
         if !ok {

@@ -1,25 +1,26 @@
-//! Native tests of [`crate::pull_all`]:
-//! - with a worker that runs every argv for real (`/bin/sh`, `mktemp`, `base64`, `rm`) against
+//! Native tests of [`crate::pull_all`], on the SDK's [`FakeWorker`]:
+//! - on a [`Machine`] that runs every argv for real (`/bin/sh`, `mktemp`, `base64`, `rm`) against
 //!   a fake `docker` first on PATH, which records its arguments and the stdin it was given: the
 //!   password reaches `docker login` byte for byte, never through any argv, the private
 //!   directory is 0700 and gone before docker runs, hostile values execute nothing;
 //! - with a scripted worker: login reuse, redaction of echoed secrets, and the stop rules
 //!   (time budget, run deadline, unreachable worker, docker missing).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::rc::Rc;
 use std::time::Duration;
 
 use quarry_sdk::Status;
-use quarry_sdk::host::{Error, LogLevel, Output};
+use quarry_sdk::host::{Error, LogLevel};
+use quarry_sdk::worker::fake::{self, Answer, FakeWorker, LocalRunner, output};
 use serde_json::{Value, json};
 
 use crate::params::{Config, Params};
 use crate::secret::REDACTED;
-use crate::{START_BUDGET, Worker, pull_all};
+use crate::{START_BUDGET, pull_all};
 
 /// The registry password of the tests, and its base64 form (ROCK's config form).
 const PLAIN: &str = "s3cr3t-P@ss 'q' $(x)";
@@ -32,20 +33,12 @@ fn config(params: Value) -> Config {
     Config::from_params(&p).unwrap()
 }
 
-fn ok(stdout: &str) -> Result<Output, Error> {
-    Ok(Output {
-        stdout: stdout.into(),
-        stderr: String::new(),
-        exit_code: 0,
-    })
+fn ok(stdout: &str) -> Answer {
+    Ok(output(0, stdout, ""))
 }
 
-fn exit(code: i32, stderr: &str) -> Result<Output, Error> {
-    Ok(Output {
-        stdout: String::new(),
-        stderr: stderr.into(),
-        exit_code: code,
-    })
+fn exit(code: i32, stderr: &str) -> Answer {
+    Ok(output(code, "", stderr))
 }
 
 /// A scratch directory removed on drop.
@@ -103,20 +96,16 @@ esac
 exit 2
 "#;
 
-/// A worker that runs argvs for real with the fake docker first on PATH and `TMPDIR` private
-/// to the test; records every argv and file write.
-struct RealWorker {
+/// This machine with the fake docker first on PATH and a `TMPDIR` private to the test.
+struct Machine {
     bin: PathBuf,
     tmp: PathBuf,
-    argvs: Vec<Vec<String>>,
-    writes: Vec<(String, String)>,
-    logs: Vec<String>,
     /// Mode of the directory holding each written file, at write time.
-    write_dir_modes: Vec<u32>,
+    write_dir_modes: Rc<RefCell<Vec<u32>>>,
 }
 
-impl RealWorker {
-    fn new(root: &Path) -> RealWorker {
+impl Machine {
+    fn new(root: &Path) -> Machine {
         let bin = root.join("bin");
         let tmp = root.join("tmp");
         fs::create_dir_all(&bin).unwrap();
@@ -125,14 +114,35 @@ impl RealWorker {
         fs::write(&docker, FAKE_DOCKER).unwrap();
         fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(bin.join("expected"), PLAIN).unwrap();
-        RealWorker {
+        Machine {
             bin,
             tmp,
-            argvs: Vec::new(),
-            writes: Vec::new(),
-            logs: Vec::new(),
-            write_dir_modes: Vec::new(),
+            write_dir_modes: Rc::default(),
         }
+    }
+
+    /// A worker that runs every argv and file write for real on this machine; the fake
+    /// records them.
+    fn worker(&self) -> FakeWorker {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let local = LocalRunner::new()
+            .env("PATH", path)
+            .env("TMPDIR", &self.tmp);
+        let modes = Rc::clone(&self.write_dir_modes);
+        let mut w = FakeWorker::new();
+        w.on_with(fake::any(), move |c| local.run(c))
+            .on_write(move |path, content| {
+                let parent = Path::new(path).parent().unwrap();
+                modes
+                    .borrow_mut()
+                    .push(fs::metadata(parent).unwrap().permissions().mode() & 0o777);
+                fs::write(path, content).map_err(|e| Error::Other(e.to_string()))
+            });
+        w
     }
 
     /// The fake docker's calls, each as its argument list.
@@ -164,45 +174,6 @@ impl RealWorker {
     }
 }
 
-impl Worker for RealWorker {
-    fn execute(&mut self, argv: &[String], _timeout: Duration) -> Result<Output, Error> {
-        self.argvs.push(argv.to_vec());
-        let path = format!(
-            "{}:{}",
-            self.bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("PATH", path)
-            .env("TMPDIR", &self.tmp)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| Error::NotFound(format!("{}: {e}", argv[0])))?;
-        Ok(Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            exit_code: out.status.code().unwrap_or(-1),
-        })
-    }
-
-    fn write_file(&mut self, path: &str, content: &str) -> Result<(), Error> {
-        let parent = Path::new(path).parent().unwrap();
-        self.write_dir_modes
-            .push(fs::metadata(parent).unwrap().permissions().mode() & 0o777);
-        self.writes.push((path.to_string(), content.to_string()));
-        fs::write(path, content).map_err(|e| Error::Other(e.to_string()))
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        Duration::ZERO
-    }
-
-    fn log(&mut self, _level: LogLevel, message: &str) {
-        self.logs.push(message.to_string());
-    }
-}
-
 /// Asserts that no secret form appears in `text`.
 fn assert_no_secret(what: &str, text: &str) {
     for s in [PLAIN, &b64(), "s3cr3t"] {
@@ -217,7 +188,8 @@ fn detail_text(o: &quarry_sdk::Outcome) -> String {
 #[test]
 fn literal_password_reaches_docker_stdin_and_never_an_argv() {
     let root = Scratch::new("literal");
-    let mut w = RealWorker::new(&root.0);
+    let m = Machine::new(&root.0);
+    let mut w = m.worker();
     let cfg = config(json!({
         "images": [
             {"image": "reg.example.com:5000/team/app:1", "registry_username": "bot", "registry_password": b64()},
@@ -230,7 +202,7 @@ fn literal_password_reaches_docker_stdin_and_never_an_argv() {
     assert_eq!(o.status, Status::Success, "{}", detail_text(&o));
 
     // One login for both images of the registry (same credentials), then three pulls.
-    let calls = w.docker_calls();
+    let calls = m.docker_calls();
     assert_eq!(
         calls,
         vec![
@@ -254,22 +226,22 @@ fn literal_password_reaches_docker_stdin_and_never_an_argv() {
             vec!["--config=/etc/quarry docker", "pull", "busybox:1.36"],
         ]
     );
-    assert_eq!(w.stdin(0), PLAIN, "docker login got the password on stdin");
+    assert_eq!(m.stdin(0), PLAIN, "docker login got the password on stdin");
     assert_eq!(
-        w.dir_left(0),
+        m.dir_left(0),
         "no",
         "the private dir was gone before docker ran"
     );
-    assert!(w.tmp_entries().is_empty(), "left: {:?}", w.tmp_entries());
+    assert!(m.tmp_entries().is_empty(), "left: {:?}", m.tmp_entries());
 
     // The secret travels in exactly one place: the write-file into a 0700 directory.
-    assert_eq!(w.writes.len(), 1);
-    assert_eq!(w.writes[0].1, format!("{}\n", b64()));
-    assert_eq!(w.write_dir_modes, vec![0o700]);
-    for argv in &w.argvs {
+    assert_eq!(w.writes().len(), 1);
+    assert_eq!(w.writes()[0].1, format!("{}\n", b64()));
+    assert_eq!(*m.write_dir_modes.borrow(), vec![0o700]);
+    for argv in &w.argvs() {
         assert_no_secret("an argv", &argv.join(" "));
     }
-    for line in &w.logs {
+    for (_, line) in w.logs() {
         assert_no_secret("a log line", line);
     }
     let text = detail_text(&o);
@@ -293,7 +265,8 @@ fn literal_password_reaches_docker_stdin_and_never_an_argv() {
 #[test]
 fn password_file_is_redirected_into_docker_login() {
     let root = Scratch::new("file");
-    let mut w = RealWorker::new(&root.0);
+    let m = Machine::new(&root.0);
+    let mut w = m.worker();
     // A path full of shell syntax: it is a positional parameter, never parsed.
     let secret_dir = root.0.join("sec $(touch pwned) `touch pwned2`; 'x'");
     fs::create_dir_all(&secret_dir).unwrap();
@@ -305,14 +278,14 @@ fn password_file_is_redirected_into_docker_login() {
     let o = pull_all(&mut w, &cfg);
     // The user name is wrong for the fake? No: the fake only checks the password.
     assert_eq!(o.status, Status::Success, "{}", detail_text(&o));
-    assert_eq!(w.stdin(0), PLAIN);
-    let calls = w.docker_calls();
+    assert_eq!(m.stdin(0), PLAIN);
+    let calls = m.docker_calls();
     assert_eq!(
         calls[0][1], "--username=$(touch pwned3) `touch pwned4` ; \"u'",
         "the user name arrived verbatim"
     );
-    assert!(w.writes.is_empty(), "a password file means no write-file");
-    for argv in &w.argvs {
+    assert!(w.writes().is_empty(), "a password file means no write-file");
+    for argv in &w.argvs() {
         assert_no_secret("an argv", &argv.join(" "));
     }
     assert_no_secret("the detail", &detail_text(&o));
@@ -334,7 +307,8 @@ fn password_file_is_redirected_into_docker_login() {
 #[test]
 fn missing_password_file_fails_the_login_and_the_pull_still_runs() {
     let root = Scratch::new("nofile");
-    let mut w = RealWorker::new(&root.0);
+    let m = Machine::new(&root.0);
+    let mut w = m.worker();
     let cfg = config(json!({"images": [
         {"image": "reg.io/app", "registry_username": "u", "registry_password_file": "/nonexistent/quarry/pw"},
     ]}));
@@ -357,15 +331,16 @@ fn missing_password_file_fails_the_login_and_the_pull_still_runs() {
         "{error}"
     );
     // Only the pull reached docker.
-    assert_eq!(w.docker_calls(), vec![vec!["pull", "reg.io/app"]]);
+    assert_eq!(m.docker_calls(), vec![vec!["pull", "reg.io/app"]]);
 }
 
 #[test]
 fn wrong_password_and_echoed_secret_are_redacted() {
     let root = Scratch::new("wrong");
-    let mut w = RealWorker::new(&root.0);
-    fs::write(w.bin.join("expected"), "something else").unwrap();
-    fs::write(w.bin.join("echo-secret"), "").unwrap();
+    let m = Machine::new(&root.0);
+    let mut w = m.worker();
+    fs::write(m.bin.join("expected"), "something else").unwrap();
+    fs::write(m.bin.join("echo-secret"), "").unwrap();
     let cfg = config(json!({"images": [
         {"image": "reg.io/app-fail", "registry_username": "u", "registry_password": b64()},
         {"image": "reg.io/app2", "registry_username": "u", "registry_password": b64()},
@@ -383,14 +358,14 @@ fn wrong_password_and_echoed_secret_are_redacted() {
     let e1 = o.detail["images"][1]["login_error"].as_str().unwrap();
     assert!(e1.contains("same credentials as an earlier image"), "{e1}");
     assert_eq!(
-        w.docker_calls()
+        m.docker_calls()
             .iter()
             .filter(|c| c.contains(&"login".to_string()))
             .count(),
         1
     );
     // The private directory was removed (by the script, and again after the failure).
-    assert!(w.tmp_entries().is_empty(), "left: {:?}", w.tmp_entries());
+    assert!(m.tmp_entries().is_empty(), "left: {:?}", m.tmp_entries());
     assert_eq!(o.detail["images"][0]["pulled"], false);
     assert!(
         o.detail["images"][0]["error"]
@@ -411,59 +386,24 @@ fn wrong_password_and_echoed_secret_are_redacted() {
 #[test]
 fn no_images_touches_nothing() {
     let root = Scratch::new("none");
-    let mut w = RealWorker::new(&root.0);
+    let m = Machine::new(&root.0);
+    let mut w = m.worker();
     let o = pull_all(&mut w, &config(json!({})));
     assert_eq!(o.status, Status::Success);
     assert_eq!(
         Value::Object(o.detail.clone()),
         json!({"status": "success", "message": "no images configured"})
     );
-    assert!(w.argvs.is_empty());
+    assert!(w.calls().is_empty());
 }
 
 /// A worker answering from a script: `answer(argv)` decides; the clock advances by `tick` per
 /// call.
-struct Scripted<F: FnMut(&[String]) -> Result<Output, Error>> {
-    answer: F,
-    clock: Duration,
-    tick: Duration,
-    argvs: Vec<Vec<String>>,
-    writes: Vec<String>,
-    logs: Vec<(LogLevel, String)>,
-}
-
-impl<F: FnMut(&[String]) -> Result<Output, Error>> Scripted<F> {
-    fn new(tick: Duration, answer: F) -> Self {
-        Scripted {
-            answer,
-            clock: Duration::ZERO,
-            tick,
-            argvs: Vec::new(),
-            writes: Vec::new(),
-            logs: Vec::new(),
-        }
-    }
-}
-
-impl<F: FnMut(&[String]) -> Result<Output, Error>> Worker for Scripted<F> {
-    fn execute(&mut self, argv: &[String], _timeout: Duration) -> Result<Output, Error> {
-        self.argvs.push(argv.to_vec());
-        self.clock += self.tick;
-        (self.answer)(argv)
-    }
-
-    fn write_file(&mut self, path: &str, _content: &str) -> Result<(), Error> {
-        self.writes.push(path.to_string());
-        Ok(())
-    }
-
-    fn elapsed(&mut self) -> Duration {
-        self.clock
-    }
-
-    fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push((level, message.to_string()));
-    }
+fn scripted(tick: Duration, mut answer: impl FnMut(&[String]) -> Answer + 'static) -> FakeWorker {
+    let mut w = FakeWorker::new();
+    w.call_cost(tick)
+        .on_with(fake::any(), move |c| answer(c.get_argv().expect("an argv")));
+    w
 }
 
 fn images(n: usize) -> Value {
@@ -473,10 +413,10 @@ fn images(n: usize) -> Value {
 #[test]
 fn no_pull_starts_after_the_time_budget() {
     // Each call takes 25 s: pulls start at 0, 25 and 50 s; the fourth would start at 75 s.
-    let mut w = Scripted::new(Duration::from_secs(25), |_| ok(""));
+    let mut w = scripted(Duration::from_secs(25), |_| ok(""));
     let o = pull_all(&mut w, &config(images(5)));
     assert_eq!(o.status, Status::Failed);
-    assert_eq!(w.argvs.len(), 3);
+    assert_eq!(w.calls().len(), 3);
     assert!(START_BUDGET <= Duration::from_secs(75));
     assert_eq!(o.detail["pulled_count"], 3);
     assert_eq!(o.detail["not_attempted_count"], 2);
@@ -490,12 +430,12 @@ fn no_pull_starts_after_the_time_budget() {
         "{:?}",
         o.detail
     );
-    assert_eq!(w.logs[0].0, LogLevel::Warn);
+    assert_eq!(w.logs()[0].0, LogLevel::Warn);
 }
 
 #[test]
 fn a_failed_pull_does_not_stop_the_rest() {
-    let mut w = Scripted::new(Duration::from_secs(1), |argv| {
+    let mut w = scripted(Duration::from_secs(1), |argv| {
         if argv.last().unwrap() == "img1" {
             exit(1, "Error response from daemon: manifest unknown")
         } else {
@@ -504,7 +444,7 @@ fn a_failed_pull_does_not_stop_the_rest() {
     });
     let o = pull_all(&mut w, &config(images(3)));
     assert_eq!(o.status, Status::Failed);
-    assert_eq!(w.argvs.len(), 3);
+    assert_eq!(w.calls().len(), 3);
     assert_eq!(o.detail["pulled_count"], 2);
     assert_eq!(o.detail["failed_count"], 1);
     assert_eq!(
@@ -513,7 +453,7 @@ fn a_failed_pull_does_not_stop_the_rest() {
          response from daemon: manifest unknown"
     );
     assert_eq!(
-        w.argvs[1],
+        w.argvs()[1],
         vec!["docker", "pull", "img1"],
         "an argv, no shell"
     );
@@ -521,13 +461,13 @@ fn a_failed_pull_does_not_stop_the_rest() {
 
 #[test]
 fn an_unreachable_worker_stops_the_run() {
-    let mut w = Scripted::new(Duration::from_secs(1), |_| {
+    let mut w = scripted(Duration::from_secs(1), |_| {
         Err(Error::Unreachable(
             "worker 10.0.0.1: connection refused".into(),
         ))
     });
     let o = pull_all(&mut w, &config(images(3)));
-    assert_eq!(w.argvs.len(), 1);
+    assert_eq!(w.calls().len(), 1);
     assert_eq!(o.detail["failed_count"], 1);
     assert_eq!(o.detail["not_attempted_count"], 2);
     assert_eq!(
@@ -540,7 +480,7 @@ fn an_unreachable_worker_stops_the_run() {
 fn a_deadline_timeout_stops_the_run_but_a_slow_pull_does_not() {
     // A pull that used its whole limit: the next one is still tried.
     let mut n = 0;
-    let mut w = Scripted::new(Duration::from_secs(20), move |_| {
+    let mut w = scripted(Duration::from_secs(20), move |_| {
         n += 1;
         if n == 1 {
             Err(Error::Timeout("execute timed out after 20s".into()))
@@ -549,14 +489,14 @@ fn a_deadline_timeout_stops_the_run_but_a_slow_pull_does_not() {
         }
     });
     let o = pull_all(&mut w, &config(images(2)));
-    assert_eq!(w.argvs.len(), 2);
+    assert_eq!(w.calls().len(), 2);
     assert_eq!(o.detail["pulled_count"], 1);
     // A timeout straight away means the run's deadline: nothing more starts.
-    let mut w = Scripted::new(Duration::from_millis(300), |_| {
+    let mut w = scripted(Duration::from_millis(300), |_| {
         Err(Error::Timeout("execute timed out after 0.0s".into()))
     });
     let o = pull_all(&mut w, &config(images(3)));
-    assert_eq!(w.argvs.len(), 1);
+    assert_eq!(w.calls().len(), 1);
     assert_eq!(
         o.detail["images"][1]["error"],
         "not attempted (run deadline reached)"
@@ -565,13 +505,13 @@ fn a_deadline_timeout_stops_the_run_but_a_slow_pull_does_not() {
 
 #[test]
 fn missing_docker_stops_the_run() {
-    let mut w = Scripted::new(Duration::from_secs(1), |_| {
+    let mut w = scripted(Duration::from_secs(1), |_| {
         Err(Error::NotFound(
             "worker local: program docker not found".into(),
         ))
     });
     let o = pull_all(&mut w, &config(images(2)));
-    assert_eq!(w.argvs.len(), 1);
+    assert_eq!(w.calls().len(), 1);
     assert!(
         o.detail["images"][0]["error"]
             .as_str()
@@ -586,7 +526,7 @@ fn missing_docker_stops_the_run() {
 
 #[test]
 fn logins_are_redone_when_another_user_logged_in_to_the_registry() {
-    let mut w = Scripted::new(Duration::from_secs(1), |_| ok(""));
+    let mut w = scripted(Duration::from_secs(1), |_| ok(""));
     let cfg = config(json!({"images": [
         {"image": "reg.io/a", "registry_username": "u1", "registry_password_file": "/p1"},
         {"image": "reg.io/b", "registry_username": "u2", "registry_password_file": "/p2"},
@@ -597,7 +537,7 @@ fn logins_are_redone_when_another_user_logged_in_to_the_registry() {
     let o = pull_all(&mut w, &cfg);
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
     let logins: Vec<String> = w
-        .argvs
+        .argvs()
         .iter()
         .filter(|a| a[0] == "/bin/sh")
         .map(|a| format!("{} {}", a[4], a[a.len() - 1]))
@@ -611,7 +551,7 @@ fn logins_are_redone_when_another_user_logged_in_to_the_registry() {
 
 #[test]
 fn a_login_call_that_fails_cleans_up_the_private_dir() {
-    let mut w = Scripted::new(Duration::from_secs(5), |argv| match argv[0].as_str() {
+    let mut w = scripted(Duration::from_secs(5), |argv| match argv[0].as_str() {
         "mktemp" => ok("/tmp/quarry-image-pull.abc123\n"),
         "/bin/sh" => Err(Error::Timeout(format!(
             "worker x: execute timed out; {}",
@@ -623,11 +563,13 @@ fn a_login_call_that_fails_cleans_up_the_private_dir() {
         {"image": "reg.io/a", "registry_username": "u", "registry_password": b64()},
     ]}));
     let o = pull_all(&mut w, &cfg);
-    assert_eq!(w.writes, ["/tmp/quarry-image-pull.abc123/password.b64"]);
-    let programs: Vec<&str> = w.argvs.iter().map(|a| a[0].as_str()).collect();
+    let written: Vec<&str> = w.writes().iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(written, ["/tmp/quarry-image-pull.abc123/password.b64"]);
+    let argvs = w.argvs();
+    let programs: Vec<&str> = argvs.iter().map(|a| a[0].as_str()).collect();
     assert_eq!(programs, ["mktemp", "/bin/sh", "rm", "docker"]);
     assert_eq!(
-        w.argvs[2],
+        argvs[2],
         ["rm", "-rf", "--", "/tmp/quarry-image-pull.abc123"]
     );
     let e = o.detail["images"][0]["login_error"].as_str().unwrap();
@@ -641,7 +583,7 @@ fn a_login_call_that_fails_cleans_up_the_private_dir() {
 
 #[test]
 fn a_bad_mktemp_answer_fails_the_login_without_writing() {
-    let mut w = Scripted::new(Duration::from_secs(1), |argv| match argv[0].as_str() {
+    let mut w = scripted(Duration::from_secs(1), |argv| match argv[0].as_str() {
         "mktemp" => ok("relative\n"),
         _ => ok(""),
     });
@@ -649,7 +591,7 @@ fn a_bad_mktemp_answer_fails_the_login_without_writing() {
         {"image": "reg.io/a", "registry_username": "u", "registry_password": b64()},
     ]}));
     let o = pull_all(&mut w, &cfg);
-    assert!(w.writes.is_empty());
+    assert!(w.writes().is_empty());
     assert_eq!(
         o.detail["images"][0]["login_error"],
         "mktemp -d printed \"relative\", not a directory path"

@@ -1,6 +1,6 @@
 //! The params of `image_pull`: [`Params`] mirrors the JSON, [`Config`] holds the checked values.
 //! [`Config::from_params`] is the one place where params are checked; it runs at config load
-//! (`validate`) and again at the start of every run.
+//! (`Task::check`) and again at the start of every run.
 //!
 //! Messages name the param (`images[2].registry_username`) and, except for passwords, the bad
 //! value. A password's value is never quoted, whatever is wrong with it.

@@ -36,12 +36,17 @@ pub struct Noop;
 
 impl Task for Noop {
     type Params = Params;
+    type Config = Params;
 
     fn describe() -> Metadata {
         Metadata::new(NAME, VERSION)
             .idempotent(true)
             .default_interval_seconds(60)
             .params_doc("exec: number of `true` commands to run on the worker (default 0)")
+    }
+
+    fn check(params: Params) -> Result<Params, String> {
+        Ok(params)
     }
 
     fn run(params: Params) -> Result<Outcome, String> {

@@ -35,7 +35,7 @@ use quarry_sdk::{Metadata, Outcome, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Every mode `validate` accepts.
+/// Every mode `check` accepts.
 const MODES: &[&str] = &[
     "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
     "running", "invalid", "v1only", "daemon", "managed",
@@ -76,6 +76,7 @@ pub struct Probe;
 
 impl Task for Probe {
     type Params = Params;
+    type Config = Params;
 
     fn describe() -> Metadata {
         // Built as package `probe_daemon`, the same source is a non-idempotent task of that name.
@@ -93,14 +94,14 @@ impl Task for Probe {
         )
     }
 
-    fn validate(params: &Params) -> Result<(), String> {
+    fn check(params: Params) -> Result<Params, String> {
         match params.mode.as_str() {
             "invalid" => Err("probe: invalid on purpose".into()),
             "v1only" if !env!("CARGO_PKG_VERSION").starts_with("1.") => Err(format!(
                 "probe {}: mode v1only needs version 1",
                 env!("CARGO_PKG_VERSION")
             )),
-            m if MODES.contains(&m) => Ok(()),
+            m if MODES.contains(&m) => Ok(params),
             m => Err(format!("unknown mode {m:?}")),
         }
     }
@@ -190,7 +191,7 @@ impl Task for Probe {
                     Err(e) => Err(format!("launch failed: {e:?}")),
                 }
             }
-            // `invalid` never gets here: the SDK validates before every run.
+            // `invalid` never gets here: the SDK checks the params before every run.
             other => Err(format!("unknown mode {other:?}")),
         }
     }
