@@ -13,9 +13,11 @@
 //! - [`scheduler`]: interval ticks per task, fan-out, graceful shutdown.
 //! - [`server`]: `quarry serve`: the scheduler, plugin watcher and discovery of one config,
 //!   and config reload; [`debounce`]: the quiet-period helper both file watchers use.
+//! - [`api`]: the admin API (REST, metrics, dashboard) over the [`api::ControlPlane`] trait.
 //! - [`cli`]: the `quarry` command line; [`scaffold`]: `quarry plugin new/build`.
 //! - [`task`], [`error`]: domain types and error types.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod debounce;
