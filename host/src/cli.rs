@@ -220,6 +220,8 @@ impl RunArgs {
                     enabled: true,
                     interval_seconds: None,
                     params: Some(params),
+                    on_failure: None,
+                    retries: None,
                 }],
             }),
             quarry: config::RawQuarry {

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::plugins::plugin_name_for_class;
 use crate::run::RunSettings;
+use crate::run::quarantine::QuarantinePolicy;
 use crate::runtime::RuntimeLimits;
 use crate::task::TaskName;
 use crate::workers::discovery::Sources;
@@ -93,6 +94,61 @@ pub struct RawTask {
     /// Task-specific params.
     #[serde(default)]
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Quarry: what a failed run leads to (`ignore`, `retry`, `halt`); default `ignore`.
+    pub on_failure: Option<OnFailureKind>,
+    /// Quarry: extra attempts per worker with `on_failure: retry` (default 2).
+    pub retries: Option<u32>,
+}
+
+/// `on_failure` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailureKind {
+    /// Failures are reported, nothing else.
+    Ignore,
+    /// A failed or timed-out run is retried on its worker (backoff with jitter, within the
+    /// interval).
+    Retry,
+    /// A tick with a failed worker pauses the task until resumed through the admin API.
+    Halt,
+}
+
+/// What a failed run leads to, validated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Reported, nothing else.
+    #[default]
+    Ignore,
+    /// Retried on its worker up to `retries` more times.
+    Retry {
+        /// Extra attempts.
+        retries: u32,
+    },
+    /// The task is paused after a tick with a failed worker.
+    Halt,
+}
+
+impl OnFailure {
+    /// The word the config and the API use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Ignore => "ignore",
+            OnFailure::Retry { .. } => "retry",
+            OnFailure::Halt => "halt",
+        }
+    }
+}
+
+/// Quarry's `quarry.quarantine` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of quarantine settings")]
+pub struct RawQuarantine {
+    /// Consecutive traps, memory overruns or timeouts before a quarantine; 0 = never.
+    pub after: Option<u32>,
+    /// First quarantine's length, seconds.
+    pub backoff_seconds: Option<u64>,
+    /// Longest quarantine, seconds.
+    pub max_backoff_seconds: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -129,6 +185,8 @@ pub struct RawQuarry {
     pub cache_dir: Option<PathBuf>,
     /// `fast` (default) or `optimized`.
     pub compile: Option<crate::runtime::CompileMode>,
+    /// When a plugin failing on a worker is kept off it.
+    pub quarantine: Option<RawQuarantine>,
 }
 
 /// Bounds of `quarry.concurrency`: at least one worker in flight; beyond 10 000 the pool and
@@ -160,6 +218,8 @@ pub struct Config {
     pub run: RunSettings,
     /// Where workers come from: applied from the next tick.
     pub discovery: Sources,
+    /// When a plugin failing on a worker is kept off it: applied from the next tick.
+    pub quarantine: QuarantinePolicy,
 }
 
 /// Directories Quarry reads at start.
@@ -184,6 +244,8 @@ pub struct TaskConfig {
     pub interval: Option<Duration>,
     /// Params as a JSON object string.
     pub params: String,
+    /// What a failed run leads to.
+    pub on_failure: OnFailure,
 }
 
 /// A config problem: where (`scheduler.tasks[1].interval_seconds`) and why.
@@ -318,6 +380,7 @@ impl Config {
         let discovery = discovery(&q, sched.worker_cache_ttl, base, &mut problems);
         let run = run_settings(&q, base, &env, &mut problems);
         let runtime = runtime_limits(&q, &mut problems);
+        let quarantine = quarantine_policy(q.quarantine.as_ref(), &mut problems);
         let paths = PathsConfig {
             plugins_dir: base.join(
                 q.plugins_dir
@@ -338,6 +401,7 @@ impl Config {
                 paths,
                 run,
                 discovery,
+                quarantine,
             }),
             _ => Err(problems.0),
         }
@@ -423,15 +487,97 @@ fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
             None => None,
         };
         let params = serde_json::Value::Object(t.params.unwrap_or_default()).to_string();
+        let on_failure = on_failure(t.on_failure, t.retries, &at, problems);
         tasks.push(TaskConfig {
             index,
             task_class: t.task_class,
             plugin,
             interval,
             params,
+            on_failure,
         });
     }
     tasks
+}
+
+/// Bounds of `retries`: at least one, and a handful at most (each retry is a full run).
+pub const RETRIES_RANGE: RangeInclusive<u64> = 1..=10;
+/// Retries with `on_failure: retry` when the entry gives none.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// A task entry's `on_failure` and `retries`.
+fn on_failure(
+    kind: Option<OnFailureKind>,
+    retries: Option<u32>,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> OnFailure {
+    match (kind, retries) {
+        (Some(OnFailureKind::Retry), r) => {
+            let r = problems.in_range(
+                &at("retries"),
+                r.map(u64::from),
+                u64::from(DEFAULT_RETRIES),
+                RETRIES_RANGE,
+                "",
+            );
+            OnFailure::Retry {
+                retries: r.unwrap_or(0) as u32,
+            }
+        }
+        (_, Some(_)) => {
+            problems.add(at("retries"), "is only used with on_failure: retry");
+            OnFailure::Ignore
+        }
+        (Some(OnFailureKind::Halt), None) => OnFailure::Halt,
+        (Some(OnFailureKind::Ignore) | None, None) => OnFailure::Ignore,
+    }
+}
+
+/// Bounds of `quarry.quarantine.after` (0 = off).
+pub const QUARANTINE_AFTER_RANGE: RangeInclusive<u64> = 0..=100;
+/// Bounds of the quarantine backoffs, seconds: a second to a week.
+pub const QUARANTINE_BACKOFF_RANGE_SECS: RangeInclusive<u64> = 1..=7 * 86_400;
+
+/// `quarry.quarantine`.
+fn quarantine_policy(raw: Option<&RawQuarantine>, problems: &mut Problems) -> QuarantinePolicy {
+    let d = QuarantinePolicy::default();
+    let empty = RawQuarantine::default();
+    let raw = raw.unwrap_or(&empty);
+    let after = problems.in_range(
+        "quarry.quarantine.after",
+        raw.after.map(u64::from),
+        u64::from(d.after),
+        QUARANTINE_AFTER_RANGE,
+        "",
+    );
+    let backoff = problems.in_range(
+        "quarry.quarantine.backoff_seconds",
+        raw.backoff_seconds,
+        d.backoff.as_secs(),
+        QUARANTINE_BACKOFF_RANGE_SECS,
+        "",
+    );
+    let max = problems.in_range(
+        "quarry.quarantine.max_backoff_seconds",
+        raw.max_backoff_seconds,
+        d.max_backoff.as_secs(),
+        QUARANTINE_BACKOFF_RANGE_SECS,
+        "",
+    );
+    if let (Some(b), Some(m)) = (backoff, max)
+        && b > m
+    {
+        problems.add(
+            "quarry.quarantine.backoff_seconds",
+            format!("{b} is more than max_backoff_seconds ({m})"),
+        );
+    }
+    QuarantinePolicy {
+        after: after.map_or(d.after, |a| a as u32),
+        backoff: backoff.map_or(d.backoff, Duration::from_secs),
+        max_backoff: max.map_or(d.max_backoff, Duration::from_secs),
+    }
 }
 
 /// Where workers come from: listed addresses (default `local` unless a discovery source is

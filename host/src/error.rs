@@ -150,6 +150,11 @@ pub enum ErrorType {
     TaskError,
     /// The task's answer broke the interface contract.
     InvalidResult,
+    /// The run was cancelled through the admin API (Python's `asyncio.CancelledError`).
+    #[serde(rename = "CancelledError")]
+    Cancelled,
+    /// The task is quarantined on the worker: the run was not started.
+    Quarantined,
 }
 
 impl ErrorType {
@@ -166,6 +171,8 @@ impl ErrorType {
             ErrorType::Trap => "Trap",
             ErrorType::TaskError => "TaskError",
             ErrorType::InvalidResult => "InvalidResult",
+            ErrorType::Cancelled => "CancelledError",
+            ErrorType::Quarantined => "Quarantined",
         }
     }
 }
@@ -193,6 +200,8 @@ mod tests {
             ErrorType::Trap,
             ErrorType::TaskError,
             ErrorType::InvalidResult,
+            ErrorType::Cancelled,
+            ErrorType::Quarantined,
         ] {
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(json, format!("\"{}\"", t.as_str()));

@@ -26,6 +26,14 @@ pub fn timestamp_now() -> String {
         .to_string()
 }
 
+/// `t` as the admin API and the state database write times: UTC RFC 3339 with microseconds
+/// (`2026-12-04T15:40:46.123456Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
 /// Cuts an error to [`ERROR_MAX_BYTES`], keeping the head (Quarry's errors lead with the kind
 /// and message, so the head is the useful part).
 pub fn truncate_error(s: &str) -> String {
@@ -163,8 +171,20 @@ pub enum WorkerOutcome {
 }
 
 impl WorkerOutcome {
-    /// The outcome of a run whose own status write failed with `e`: a deadline is a timeout.
-    pub fn of_write(e: &crate::workers::WorkerError) -> WorkerOutcome {
+    /// The word reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerOutcome::Success => "success",
+            WorkerOutcome::Started => "started",
+            WorkerOutcome::Skipped => "skipped",
+            WorkerOutcome::Failed => "failed",
+            WorkerOutcome::Timeout => "timeout",
+        }
+    }
+
+    /// The outcome of a run ended by a worker call of Quarry's own (the gate's check, a
+    /// status write) failing with `e`: a deadline is a timeout, anything else a failure.
+    pub fn of_call_error(e: &crate::workers::WorkerError) -> WorkerOutcome {
         match e {
             crate::workers::WorkerError::Timeout(_) => WorkerOutcome::Timeout,
             _ => WorkerOutcome::Failed,
@@ -208,6 +228,19 @@ pub enum TickOutcome {
     Skipped,
     /// Otherwise.
     Success,
+}
+
+impl TickOutcome {
+    /// The word reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickOutcome::NoWorkers => "no_workers",
+            TickOutcome::Failed => "failed",
+            TickOutcome::Partial => "partial",
+            TickOutcome::Skipped => "skipped",
+            TickOutcome::Success => "success",
+        }
+    }
 }
 
 /// `<task>_run_report.json`, keys in ROCK's order.

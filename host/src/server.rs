@@ -100,12 +100,24 @@ async fn discover(cfg: &Config) -> (workers::discovery::DiscoveryHandle, TickEnv
         workers::Limits::default(),
     )
     .await;
-    let env = TickEnv {
+    let env = tick_env(cfg, &d);
+    (d, env)
+}
+
+/// What every tick of a config reads: discovery's workers, the run settings and the failure
+/// policies.
+fn tick_env(cfg: &Config, d: &workers::discovery::DiscoveryHandle) -> TickEnv {
+    TickEnv {
         workers: d.subscribe(),
         refresh: Some(d.refresher()),
         settings: cfg.run.clone(),
-    };
-    (d, env)
+        on_failure: cfg
+            .tasks
+            .iter()
+            .map(|t| (t.plugin.clone(), t.on_failure))
+            .collect(),
+        quarantine: cfg.quarantine,
+    }
 }
 
 impl Server {
@@ -184,11 +196,7 @@ impl Server {
             self.discovery = discovery;
             self.scheduler.set_env(env);
         } else {
-            self.scheduler.set_env(TickEnv {
-                workers: self.discovery.subscribe(),
-                refresh: Some(self.discovery.refresher()),
-                settings: cfg.run.clone(),
-            });
+            self.scheduler.set_env(tick_env(&cfg, &self.discovery));
         }
         let summary = self.scheduler.apply(tasks);
         tracing::info!(

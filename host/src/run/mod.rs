@@ -10,20 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use tracing::Instrument as _;
-
-use crate::error::ErrorType;
-use crate::report::{RunReport, StatusFile, WorkerOutcome, WorkerResult, truncate_error};
+use crate::report::{StatusFile, WorkerOutcome, WorkerResult, truncate_error};
 use crate::runtime::{Plugin, Runtime};
 use crate::workers::{Worker, WorkerError};
 
 pub mod gate;
+pub mod quarantine;
 pub mod settle;
+mod tick;
 mod uninstall;
 
 pub use gate::Tracked;
 pub use settle::Settled;
+pub use tick::{RunNote, TickControl, TickRun, run_tick, run_tick_with};
 pub use uninstall::{uninstall, uninstall_on_worker};
 
 /// Time reserved for each status-file write, taken from the run's budget.
@@ -102,11 +101,8 @@ pub async fn run_on_worker(
     let previous = match gate.await {
         Ok(p) => p,
         Err(e) => {
-            return at.failed(
-                WorkerOutcome::Failed,
-                &e,
-                "checking the process of the previous run",
-            );
+            let why = "checking the process of the previous run";
+            return at.failed(WorkerOutcome::of_call_error(&e), &e, why);
         }
     };
     if let Some(prev) = previous.filter(|p| p.running) {
@@ -116,7 +112,7 @@ pub async fn run_on_worker(
     if let Err(e) = at.write_status(worker, &pending).await {
         task.tracked.forget(worker);
         return at.failed(
-            WorkerOutcome::of_write(&e),
+            WorkerOutcome::of_call_error(&e),
             &e,
             "writing the pending status",
         );
@@ -205,7 +201,7 @@ impl<'a> RunPlace<'a> {
                 tracked.forget(worker);
                 tracing::warn!(task = self.name, worker = %worker.addr(), "writing the final status failed: {e}");
                 if run.result.error.is_none() {
-                    run.result.outcome = WorkerOutcome::Failed;
+                    run.result.outcome = WorkerOutcome::of_call_error(&e);
                     run.result.error_type = Some(e.kind());
                     run.result.error = Some(truncate_error(&format!(
                         "the task finished but writing its final status failed: {e}"
@@ -215,70 +211,4 @@ impl<'a> RunPlace<'a> {
         }
         run
     }
-}
-
-/// Runs `task` on every worker, at most `settings.concurrency` at once, results in worker
-/// order; builds the report and writes it when a report directory is set.
-pub async fn run_tick(
-    rt: &Runtime,
-    task: &TaskRun,
-    workers: &[Worker],
-    settings: &RunSettings,
-) -> (RunReport, Vec<WorkerRun>) {
-    let started = Instant::now();
-    let name = task.name();
-    let span = tracing::info_span!(
-        "quarry.scheduler.tick",
-        task = name,
-        workers = workers.len()
-    );
-    let runs: Vec<WorkerRun> = futures::stream::iter(workers.iter().cloned())
-        .map(|w: Worker| async move {
-            // A hard stop slightly past the budget, in case a worker call ignores its own.
-            let hard = settings.run_timeout + Duration::from_secs(5);
-            match tokio::time::timeout(hard, run_on_worker(rt, task, &w, settings)).await {
-                Ok(run) => run,
-                Err(_) => WorkerRun {
-                    result: WorkerResult {
-                        worker_ip: w.addr().ip().to_string(),
-                        outcome: WorkerOutcome::Timeout,
-                        error_type: Some(ErrorType::Timeout),
-                        error: Some(format!(
-                            "run exceeded its budget of {:.1}s",
-                            settings.run_timeout.as_secs_f64()
-                        )),
-                    },
-                    detail: None,
-                },
-            }
-        })
-        .buffered(settings.concurrency.max(1))
-        .collect()
-        .instrument(span)
-        .await;
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let report = RunReport::build(
-        name,
-        duration_ms,
-        runs.iter().map(|r| r.result.clone()).collect(),
-    );
-    for r in &report.worker_results {
-        if let Some(err) = &r.error {
-            tracing::warn!(task = name, worker = %r.worker_ip, outcome = ?r.outcome, "{err}");
-        }
-    }
-    tracing::info!(
-        task = name,
-        outcome = ?report.outcome,
-        ok = report.success_count,
-        failed = report.failed_count,
-        ms = format!("{duration_ms:.1}"),
-        "tick done"
-    );
-    if let Some(dir) = &settings.report_dir
-        && let Err(e) = report.write(dir)
-    {
-        tracing::error!(task = name, dir = %dir.display(), "cannot write the run report: {e}");
-    }
-    (report, runs)
 }

@@ -9,18 +9,80 @@
 //! dropped (ROCK: APScheduler `max_instances=1`, `coalesce`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
+use futures::future::BoxFuture;
+use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::config::OnFailure;
 use crate::plugins::PluginSet;
 use crate::report::RunReport;
-use crate::run::{RunSettings, TaskRun, run_tick};
+use crate::run::quarantine::{Quarantine, QuarantinePolicy};
+use crate::run::{RunSettings, TaskRun, TickRun, Tracked};
 use crate::runtime::Runtime;
 use crate::task::TaskName;
 use crate::workers::Worker;
+
+mod task_loop;
+
+pub use task_loop::{TaskHandle, TaskStatus, TickInfo, Trigger};
+
+/// Commands queued per task loop before senders wait.
+const COMMAND_CHANNEL_CAPACITY: usize = 16;
+
+/// Where ticks are recorded (the state database), and what a restart restores from it.
+pub trait TickSink: Send + Sync + 'static {
+    /// A tick of `run`'s task starts on `workers`; returns its id.
+    fn tick_started<'a>(
+        &'a self,
+        run: &'a TaskRun,
+        trigger: Trigger,
+        workers: &'a [Worker],
+    ) -> BoxFuture<'a, i64>;
+    /// Tick `id` ended with `outcome` (ROCK's aggregate, or `cancelled`).
+    fn tick_finished<'a>(
+        &'a self,
+        id: i64,
+        run: &'a TaskRun,
+        report: &'a RunReport,
+        runs: &'a [TickRun],
+        outcome: &'a str,
+    ) -> BoxFuture<'a, ()>;
+    /// Fills a starting loop's memory (the processes runs reported, the quarantines) from
+    /// what was recorded before.
+    fn restore<'a>(
+        &'a self,
+        task: &'a TaskName,
+        tracked: &'a Tracked,
+        quarantine: &'a Quarantine,
+    ) -> BoxFuture<'a, ()>;
+}
+
+/// Which tasks are paused, and why: shared by the loops so that a pause survives a loop's
+/// restart by a config reload; filled from the state database at start.
+#[derive(Clone, Debug, Default)]
+pub struct Paused(Arc<Mutex<BTreeMap<TaskName, String>>>);
+
+impl Paused {
+    /// Why `task` is paused, if it is.
+    pub fn get(&self, task: &TaskName) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task)
+            .cloned()
+    }
+
+    /// Pauses (`Some(reason)`) or resumes (`None`) `task`.
+    pub fn set(&self, task: &TaskName, reason: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(r) => map.insert(task.clone(), r),
+            None => map.remove(task),
+        };
+    }
+}
 
 /// Delay before each task's first tick.
 pub const FIRST_TICK_DELAY: Duration = Duration::from_secs(1);
@@ -53,6 +115,10 @@ pub struct TickEnv {
     pub refresh: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     /// Status dir, budgets, concurrency, report dir.
     pub settings: RunSettings,
+    /// What a failed run leads to, per task (absent: ignore).
+    pub on_failure: BTreeMap<TaskName, OnFailure>,
+    /// When a plugin failing on a worker is kept off it.
+    pub quarantine: QuarantinePolicy,
 }
 
 impl TickEnv {
@@ -63,6 +129,8 @@ impl TickEnv {
             workers: rx,
             refresh: None,
             settings,
+            on_failure: BTreeMap::new(),
+            quarantine: QuarantinePolicy::default(),
         }
     }
 }
@@ -72,6 +140,7 @@ struct TaskLoop {
     spec: ScheduledTask,
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
+    control: TaskHandle,
 }
 
 /// What [`Scheduler::apply`] changed, by task name.
@@ -99,6 +168,10 @@ pub struct Scheduler {
     /// Uninstalls under way, by task: a new loop of the same task waits for it.
     uninstalling: BTreeMap<TaskName, watch::Receiver<bool>>,
     reports: broadcast::Sender<Arc<RunReport>>,
+    /// Handles of the running loops, republished on every change.
+    handles: watch::Sender<Arc<BTreeMap<TaskName, TaskHandle>>>,
+    paused: Paused,
+    sink: Option<Arc<dyn TickSink>>,
 }
 
 impl Scheduler {
@@ -113,15 +186,19 @@ impl Scheduler {
         Self::start_with(rt, tasks, plugins, TickEnv::fixed(workers, settings))
     }
 
-    /// Starts one loop per task, with workers from discovery.
-    pub fn start_with(
+    /// Starts one loop per task, recording ticks in `sink` and starting with the `paused`
+    /// tasks paused.
+    pub fn start_recorded(
         rt: Arc<Runtime>,
         tasks: Vec<ScheduledTask>,
         plugins: watch::Receiver<Arc<PluginSet>>,
         env: TickEnv,
+        sink: Option<Arc<dyn TickSink>>,
+        paused: Paused,
     ) -> Scheduler {
         let (reports, _) = broadcast::channel(REPORT_CHANNEL_CAPACITY);
         let (env, _) = watch::channel(Arc::new(env));
+        let (handles, _) = watch::channel(Arc::default());
         let mut scheduler = Scheduler {
             rt,
             plugins,
@@ -130,9 +207,22 @@ impl Scheduler {
             retired: Vec::new(),
             uninstalling: Default::default(),
             reports,
+            handles,
+            paused,
+            sink,
         };
         scheduler.apply(tasks);
         scheduler
+    }
+
+    /// Starts one loop per task, with workers from discovery.
+    pub fn start_with(
+        rt: Arc<Runtime>,
+        tasks: Vec<ScheduledTask>,
+        plugins: watch::Receiver<Arc<PluginSet>>,
+        env: TickEnv,
+    ) -> Scheduler {
+        Self::start_recorded(rt, tasks, plugins, env, None, Paused::default())
     }
 
     /// Makes the running loops match `tasks`.
@@ -190,26 +280,64 @@ impl Scheduler {
                 "task scheduled"
             );
             let (stop, stop_rx) = watch::channel(false);
+            let (cmds_tx, cmds) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+            let (status_tx, status_rx) = watch::channel(TaskStatus::default());
+            let quarantine = Arc::new(Quarantine::new(self.env.borrow().quarantine));
+            let control = TaskHandle {
+                spec: spec.clone(),
+                cmds: cmds_tx,
+                status: status_rx,
+                quarantine: quarantine.clone(),
+            };
             let after = self.uninstalling.remove(&name);
-            let run = task_loop(
-                self.rt.clone(),
-                spec.clone(),
-                self.plugins.clone(),
-                self.env.subscribe(),
-                self.reports.clone(),
-                stop_rx,
-            );
+            let run = task_loop::task_loop(task_loop::LoopCtx {
+                rt: self.rt.clone(),
+                task: spec.clone(),
+                plugins: self.plugins.clone(),
+                env: self.env.subscribe(),
+                reports: self.reports.clone(),
+                stop: stop_rx,
+                cmds,
+                status: status_tx,
+                quarantine,
+                paused: self.paused.clone(),
+                sink: self.sink.clone(),
+            });
             let handle = tokio::spawn(async move {
                 if let Some(mut done) = after {
                     let _ = done.wait_for(|d| *d).await;
                 }
                 run.await
             });
-            self.loops.insert(name, TaskLoop { spec, stop, handle });
+            self.loops.insert(
+                name,
+                TaskLoop {
+                    spec,
+                    stop,
+                    handle,
+                    control,
+                },
+            );
         }
         self.retired.retain(|h| !h.is_finished());
         self.uninstalling.retain(|_, done| !*done.borrow());
+        let handles = self
+            .loops
+            .iter()
+            .map(|(n, l)| (n.clone(), l.control.clone()))
+            .collect();
+        self.handles.send_replace(Arc::new(handles));
         summary
+    }
+
+    /// The running tasks' handles, republished whenever the set of loops changes.
+    pub fn handles(&self) -> watch::Receiver<Arc<BTreeMap<TaskName, TaskHandle>>> {
+        self.handles.subscribe()
+    }
+
+    /// Which tasks are paused (shared with the loops).
+    pub fn paused(&self) -> &Paused {
+        &self.paused
     }
 
     /// Replaces the workers and settings; the next tick of every task uses them.
@@ -246,75 +374,6 @@ impl Scheduler {
             for a in aborts {
                 a.abort();
             }
-        }
-    }
-}
-
-/// One task's interval loop.
-async fn task_loop(
-    rt: Arc<Runtime>,
-    task: ScheduledTask,
-    plugins: watch::Receiver<Arc<PluginSet>>,
-    env: watch::Receiver<Arc<TickEnv>>,
-    reports: broadcast::Sender<Arc<RunReport>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = task.plugin.as_str();
-    let mut next = Instant::now() + FIRST_TICK_DELAY;
-    let mut missing_logged = false;
-    // What this task's runs recorded on each worker, kept across ticks (not across a config
-    // change: that uninstalls the task first).
-    let tracked = Arc::new(crate::run::Tracked::default());
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = stop.changed() => return,
-        }
-        // The plugin version current now; this tick keeps it even if a reload swaps it.
-        let plugin = plugins.borrow().get(name).cloned();
-        match plugin {
-            Some(plugin) => {
-                missing_logged = false;
-                let run = TaskRun {
-                    plugin,
-                    params: task.params.clone(),
-                    tracked: tracked.clone(),
-                };
-                let env = env.borrow().clone();
-                let workers = env.workers.borrow().clone();
-                let (report, _) = run_tick(&rt, &run, &workers, &env.settings).await;
-                let unreachable = report
-                    .worker_results
-                    .iter()
-                    .any(|r| r.error_type == Some(crate::error::ErrorType::Unreachable));
-                if unreachable && let Some(refresh) = &env.refresh {
-                    let _ = refresh.send(());
-                }
-                let _ = reports.send(Arc::new(report));
-            }
-            None if !missing_logged => {
-                tracing::warn!(
-                    task = name,
-                    "no plugin named {name} is loaded; ticks are skipped until one is"
-                );
-                missing_logged = true;
-            }
-            None => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
-        next += task.interval;
-        let now = Instant::now();
-        if next <= now {
-            let behind = now - next;
-            let missed = (behind.as_nanos() / task.interval.as_nanos().max(1)) as u32 + 1;
-            next += task.interval * missed;
-            tracing::warn!(
-                task = name,
-                missed,
-                "tick took longer than the interval; skipped the ticks that fell due meanwhile"
-            );
         }
     }
 }
