@@ -6,6 +6,7 @@
 mod cli;
 mod config;
 mod config_reload;
+mod control;
 mod daemons;
 mod discovery;
 mod docker_tasks;
