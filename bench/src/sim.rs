@@ -8,7 +8,7 @@
 //! only way to answer for 10k addresses with one socket, but it serves only this machine).
 //!
 //! Protocol: HTTP/1.1 with keep-alive, the real rocklet's routes and JSON shapes
-//! (shared/reference/rocklet-api.md §4): `POST /execute` → `{"stdout":"","stderr":"",
+//! (docs/rocklet.md, "Routes"): `POST /execute` → `{"stdout":"","stderr":"",
 //! "exit_code":0}`, `POST /read_file` → `{"content":""}`, `POST /write_file` →
 //! `{"success":true,"message":""}`, `GET /is_alive`. A POST body must be JSON with a
 //! non-blank `sandbox_id` (else 422, as the rocklet). Every answer waits `latency` first.

@@ -3,7 +3,7 @@
 //! A [`Worker`] is a cheap handle (an `Arc` inside) with the three operations every task run
 //! needs: [`Worker::execute`], [`Worker::read_file`], [`Worker::write_file`]. Two kinds exist:
 //! - [`rocklet::Rocklet`]: a remote machine running ROCK's `rocklet` HTTP agent, spoken to
-//!   exactly as documented in shared/reference/rocklet-api.md;
+//!   exactly as docs/rocklet.md describes it;
 //! - [`local::LocalWorker`]: this machine, the embedded default worker `local`, with the same
 //!   semantics (argv or shell, merged env, process-group kill on timeout, size caps).
 //!

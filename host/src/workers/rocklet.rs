@@ -1,5 +1,5 @@
-//! Client for ROCK's `rocklet` HTTP agent (rl-rock 1.11.0), spoken to exactly as documented in
-//! shared/reference/rocklet-api.md, with Quarry's semantics layered on top:
+//! Client for ROCK's `rocklet` HTTP agent (rl-rock 1.11.0), spoken to exactly as docs/rocklet.md
+//! describes it (routes, JSON shapes, status codes), with Quarry's semantics layered on top:
 //!
 //! - Every command is sent as an argv array (`shell:false`) wrapped in GNU coreutils
 //!   `timeout -k 2 <secs>`, which runs it in a process group of its own and, on expiry, signals
