@@ -447,10 +447,10 @@ async fn build_cache_cleanup_prunes_installed_tools_and_skips_missing_ones() {
     std::fs::create_dir_all(&only_uv).unwrap();
     std::fs::copy(both.join("uv"), only_uv.join("uv")).unwrap();
     let local = |path: &Path| {
-        Worker::Local(Arc::new(
+        Worker::new(
             workers::local::LocalWorker::new(Limits::default())
                 .with_env(vec![("PATH".into(), path.to_str().unwrap().into())]),
-        ))
+        )
     };
     let (report, run) = tick(
         &rt,

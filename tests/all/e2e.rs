@@ -240,9 +240,9 @@ async fn file_cleanup_on_the_local_worker_behaves_the_same() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let local = Worker::Local(Arc::new(
+    let local = Worker::new(
         workers::local::LocalWorker::new(Limits::default()).with_env(vec![("PATH".into(), path)]),
-    ));
+    );
     let (report, _) = within(
         "file_cleanup tick",
         60,

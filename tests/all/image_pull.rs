@@ -285,9 +285,7 @@ fn rocklet_worker(addr: &str) -> Worker {
 }
 
 fn local_worker() -> Worker {
-    Worker::Local(Arc::new(
-        workers::local::LocalWorker::new(Limits::default()),
-    ))
+    Worker::new(workers::local::LocalWorker::new(Limits::default()))
 }
 
 /// Everything one tick left behind.

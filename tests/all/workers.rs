@@ -49,7 +49,7 @@ struct Subject {
 impl Subject {
     fn local() -> Subject {
         Subject {
-            worker: Worker::Local(Arc::new(LocalWorker::new(Limits::default()))),
+            worker: Worker::new(LocalWorker::new(Limits::default())),
             rocklet: None,
             dir: scratch_dir(),
         }
@@ -74,7 +74,7 @@ impl Subject {
     /// Another handle to the same worker with different limits.
     fn with_limits(&self, limits: Limits) -> Worker {
         match &self.rocklet {
-            None => Worker::Local(Arc::new(LocalWorker::new(limits))),
+            None => Worker::new(LocalWorker::new(limits)),
             Some(p) => rocklet_worker(p.port(), limits),
         }
     }
@@ -97,11 +97,20 @@ impl Drop for Subject {
 }
 
 fn rocklet_worker(port: u16, limits: Limits) -> Worker {
+    Worker::from_arc(rocklet_client(port, limits))
+}
+
+/// A client for the rocklet on 127.0.0.1:`port`, kept for [`Rocklet::is_alive`].
+fn rocklet_client(port: u16, limits: Limits) -> Arc<Rocklet> {
     let addr = WorkerAddr::Remote {
         host: "127.0.0.1".into(),
         port,
     };
-    Worker::Rocklet(Arc::new(Rocklet::new(addr, Rocklet::http_client(), limits)))
+    Arc::new(
+        Rocklet::new(addr)
+            .with_client(Rocklet::http_client())
+            .with_limits(limits),
+    )
 }
 
 /// A fresh, canonical directory under the system temp dir.
@@ -553,9 +562,8 @@ async fn rocklet_is_alive_and_fake_tools_on_path() {
         .expect("chmod fake tool");
     let t = tools.clone();
     let s = Subject::rocklet_from(move || RockletProcess::start_with_path_prefix(&t)).await;
-    let Worker::Rocklet(rocklet) = &s.worker else {
-        unreachable!()
-    };
+    let port = s.rocklet.as_ref().map(RockletProcess::port).unwrap();
+    let rocklet = rocklet_client(port, Limits::default());
     step("is_alive", rocklet.is_alive(Duration::from_secs(5)))
         .await
         .expect("a fresh rocklet is alive");
@@ -603,10 +611,8 @@ async fn rocklet_unreachable() {
         .and_then(|l| l.local_addr())
         .expect("bind :0")
         .port();
-    let worker = rocklet_worker(port, Limits::default());
-    let Worker::Rocklet(rocklet) = &worker else {
-        unreachable!()
-    };
+    let rocklet = rocklet_client(port, Limits::default());
+    let worker = Worker::from_arc(rocklet.clone());
     let want = format!("worker 127.0.0.1:{port} unreachable");
     let results = [
         step("execute", worker.execute(&argv(&["true"])))
