@@ -17,6 +17,7 @@ use quarry_host::workers::{
     Command, DEFAULT_ROCKLET_PORT, Limits, Output, Program, Worker, WorkerAddr, WorkerError,
 };
 
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Limit for each awaited step; far above what any step needs, so only a hang trips it.
@@ -524,9 +525,11 @@ macro_rules! on_both_workers {
             )*
         }
         mod rocklet {
+            use crate::support::real_parts::needs_real_parts;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
+                    needs_real_parts!("a real rocklet");
                     let s = super::Subject::rocklet().await;
                     super::$check(&s).await;
                 }
@@ -555,6 +558,7 @@ on_both_workers!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_is_alive_and_fake_tools_on_path() {
+    needs_real_parts!("a real rocklet");
     let tools = scratch_dir();
     let tool = tools.join("quarry-fake-tool");
     std::fs::write(&tool, "#!/bin/sh\necho \"fake tool: $*\"\n").expect("write fake tool");
@@ -580,6 +584,7 @@ async fn rocklet_is_alive_and_fake_tools_on_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_reply_over_body_cap_is_rejected() {
+    needs_real_parts!("a real rocklet");
     let s = Subject::rocklet().await;
     let small = s.with_limits(Limits {
         max_output_bytes: 1000,
@@ -859,6 +864,7 @@ async fn rocklet_lost_connection_resends_reads_but_never_execute() {
 /// sent at once, must not travel on that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_calls_right_after_an_error_reply_succeed() {
+    needs_real_parts!("a real rocklet");
     let s = Subject::rocklet().await;
     let missing = s.path("missing.json");
     let mut bad_cwd = argv(&["true"]);
