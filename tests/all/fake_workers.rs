@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quarry_host::report::START_TIME_KEY;
 use quarry_host::report::{TickOutcome, WorkerOutcome, WorkerResult};
-use quarry_host::run::{START_TIME_KEY, run_on_worker, run_tick};
+use quarry_host::run::{run_on_worker, run_tick};
 use quarry_host::workers::{Worker, WorkerError};
 use quarry_testkit::{Answer, Call, FakeWorker};
 use serde_json::{Value, json};
@@ -40,7 +41,7 @@ fn proc_stat(pid: u32, start_time: u64) -> String {
 /// Asserts a worker's result: its outcome, its error type and a part of its error.
 fn assert_result(r: &WorkerResult, outcome: WorkerOutcome, kind: &str, error_part: &str) {
     assert_eq!(
-        (r.outcome, r.error_type.as_deref()),
+        (r.outcome, r.error_type.map(|t| t.as_str())),
         (outcome, Some(kind)),
         "{r:?}"
     );
@@ -275,4 +276,52 @@ async fn the_gate_skips_while_the_recorded_job_lives_and_runs_once_it_is_gone() 
         .filter(|c| c.argv().is_some_and(|a| a[0] == "cat"))
         .count();
     assert_eq!(stats, 2, "{:?}", fake.calls());
+}
+
+/// The scheduler against fakes: a worker that cannot be reached asks discovery for an early
+/// refresh (the decision is made on `ErrorType::Unreachable`, not on report text), and the
+/// other workers' runs are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_worker_asks_discovery_for_a_refresh() {
+    use quarry_host::scheduler::{ScheduledTask, Scheduler, TickEnv};
+    let (rt, set) = probe().await;
+    let up = Arc::new(FakeWorker::remote("10.9.0.1"));
+    let down = Arc::new(FakeWorker::unreachable("10.9.0.2"));
+    let workers: Arc<Vec<Worker>> = Arc::new(vec![up.worker(), down.worker()]);
+    let mut env = TickEnv::fixed(workers, settings(STATUS_DIR, None, 5));
+    let (refresh_tx, mut refresh_rx) = tokio::sync::mpsc::unbounded_channel();
+    env.refresh = Some(refresh_tx);
+    let task = ScheduledTask {
+        plugin: "probe".parse().unwrap(),
+        params: json!({"mode": "ok"}).to_string(),
+        interval: Duration::from_secs(3600),
+    };
+    let (_keep, plugins) = tokio::sync::watch::channel(Arc::new(set));
+    let sched = Scheduler::start_with(rt, vec![task], plugins, env);
+    let mut reports = sched.subscribe();
+    let report = within("the first tick", 20, reports.recv()).await.unwrap();
+    let outcomes: Vec<_> = report
+        .worker_results
+        .iter()
+        .map(|r| {
+            (
+                r.worker_ip.as_str(),
+                r.outcome,
+                r.error_type.map(|t| t.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("10.9.0.1", WorkerOutcome::Success, None),
+            ("10.9.0.2", WorkerOutcome::Failed, Some("ConnectionError")),
+        ]
+    );
+    within("the refresh request", 5, refresh_rx.recv())
+        .await
+        .expect("an unreachable worker must ask discovery for a refresh");
+    // The reachable worker got its pending and final status.
+    assert_eq!(up.writes_to(STATUS_FILE).len(), 2);
+    within("shutdown", 20, sched.shutdown()).await;
 }
