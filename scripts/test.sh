@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests need (scripts/setup.sh), then runs every test:
-#  - the host's unit tests, the SDK's tests and doctests (also with its `fake` feature), and the
-#    integration tests in tests/ (which build plugins/ and tests/guests/ from source and start
-#    real rocklets on 127.0.0.1 random ports, against a private dockerd this script starts);
+# Installs what the tests need (scripts/setup.sh), then runs every test, both tiers:
+#  - the host's unit tests, the SDK's (also with its `fake` feature) and the test kit's tests
+#    and doctests, and the integration tests in tests/ (which build plugins/ and tests/guests/
+#    from source): the hermetic ones, and with QUARRY_TEST_REAL_PARTS=1 those that start real
+#    rocklets on 127.0.0.1 random ports, against a private dockerd, a registry, Ray and docuum
+#    this script provides;
 #  - the built-in plugins' native unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,8 @@ if ! "$TOOLS/bin/docuum" --version 2>/dev/null | grep -q "0.27.3"; then
     cargo install --locked --quiet --root "$TOOLS" docuum --version 0.27.3
 fi
 export QUARRY_TEST_DOCUUM_BIN=$TOOLS/bin/docuum
+# The real-parts tier: without it those tests skip themselves; with it a missing part fails.
+export QUARRY_TEST_REAL_PARTS=1
 cargo test --workspace --locked
 # The SDK's fake worker (feature `fake`, used by the plugins' tests): its doctest.
 cargo test -p quarry-sdk --features fake --locked --doc

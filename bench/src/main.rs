@@ -10,7 +10,8 @@
 //! - [`quarry_side`]: the Quarry side of each scenario (`tick`, `overhead`, `reload`,
 //!   `restart` subcommands), through quarry-host's public API only.
 //! - `bench/rock_driver.py`: the ROCK side (ROCK's own task classes and `BaseTask.run`).
-//! - [`sim`]: the simulated rocklet (`sim` subcommand) for fleets of 1k–10k workers.
+//! - [`sim`]: the simulated rocklet (`sim` subcommand) for fleets of 1k–10k workers; the
+//!   simulator itself is quarry-testkit's, shared with the tests.
 //! - [`measure`]: CPU time, peak RSS and the report-line protocol, the same for both sides.
 //! - [`patch`]: distinct plugins from one build of the bench guest (`bench/guests/noop`).
 //! - [`render`]: Markdown tables and the generated block of docs/benchmarks.md.
@@ -85,11 +86,9 @@ fn main() -> ExitCode {
                 .and_then(|rt| {
                     rt.block_on(sim::run(
                         port,
-                        sim::SimConfig {
-                            workers,
-                            latency: Duration::from_millis(latency_ms),
-                            fail_rate,
-                        },
+                        workers,
+                        Duration::from_millis(latency_ms),
+                        fail_rate,
                     ))
                 })
         }

@@ -6,6 +6,7 @@ use clap::Parser;
 use quarry_host::cli::{Cli, execute};
 
 use crate::harness::*;
+use crate::support::real_parts;
 
 async fn quarry(args: &[&str]) -> (ExitCode, String, String) {
     let cli = Cli::try_parse_from(std::iter::once("quarry").chain(args.iter().copied())).unwrap();
@@ -117,8 +118,16 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
     // Rust shares the wasm target dir of the test build, so the SDK's dependencies are reused.
     let wasm_target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm");
     let mut langs = vec!["rust"];
-    if std::env::var_os("QUARRY_TEST_EXAMPLES_DIR").is_some() {
-        langs.extend(["c", "python", "js"]); // their toolchains come with the examples
+    // Their toolchains come with the examples that scripts/test.sh builds.
+    if real_parts::available_for(
+        "the C, Python and JS cases",
+        "the toolchains scripts/build-examples.sh installs",
+    ) {
+        assert!(
+            std::env::var_os("QUARRY_TEST_EXAMPLES_DIR").is_some(),
+            "QUARRY_TEST_EXAMPLES_DIR is not set: run scripts/test.sh, which builds the examples and their toolchains"
+        );
+        langs.extend(["c", "python", "js"]);
     }
     for lang in langs {
         let name = format!("new_{lang}");

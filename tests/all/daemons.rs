@@ -11,6 +11,7 @@ use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 fn status(dir: &Path) -> serde_json::Value {
@@ -20,6 +21,7 @@ fn status(dir: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("daemons");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(20));
@@ -120,6 +122,7 @@ async fn the_pid_gate_skips_live_daemons_and_relaunches_dead_or_failed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("uninstall");
     let rocklet = RockletProcess::start();
     let plugins = plugins_dir(&["probe_daemon", "probe"]);
@@ -190,6 +193,7 @@ async fn removing_a_task_stops_its_daemons_and_removes_its_status_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_job_of_an_idempotent_task_never_overlaps_with_the_next_run() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("jobs");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(20));
@@ -263,6 +267,7 @@ async fn a_background_job_of_an_idempotent_task_never_overlaps_with_the_next_run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_daemon_is_handed_back_to_the_task_while_it_lives() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("managed");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(20));

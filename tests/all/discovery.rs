@@ -5,10 +5,12 @@ use quarry_host::report::TickOutcome;
 use quarry_host::server::Server;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_file_is_followed_while_serving() {
+    needs_real_parts!("real rocklets");
     let tmp = TempDir::new("discovery");
     let (a, b) = (RockletProcess::start(), RockletProcess::start());
     let plugins = plugins_dir(&["probe"]);
@@ -137,6 +139,7 @@ async fn until_ray(url: &str, what: &str, secs: u64, ok: impl Fn(&[String]) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ray_nodes_become_workers_and_a_stale_list_survives_ray_going_away() {
+    needs_real_parts!("a real Ray");
     use quarry_host::workers::discovery::{DiscoveryHandle, Sources};
     let tmp = TempDir::new("ray");
     let (gcs, dash, client) = (free_port(), free_port(), free_port());

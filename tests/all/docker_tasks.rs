@@ -18,6 +18,7 @@ use quarry_host::workers::{self, Limits, Worker, WorkerAddr};
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Budget of one (task, worker) run: the host's default.
@@ -98,6 +99,7 @@ fn container_id(name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_cleanup_removes_only_what_is_old_enough_on_real_docker() {
+    needs_real_parts!("the test dockerd and a real rocklet");
     let image = docker_image();
     let pid = std::process::id();
     let label = format!("quarry-test-container-cleanup={pid}");
@@ -208,6 +210,7 @@ async fn container_cleanup_removes_only_what_is_old_enough_on_real_docker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_cleanup_fails_when_the_daemon_is_down() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("container-cleanup-down");
     let bin = tmp.path().join("bin");
     fake_program(
@@ -245,6 +248,7 @@ async fn container_cleanup_fails_when_the_daemon_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_health_reports_the_real_daemon_healthy() {
+    needs_real_parts!("the test dockerd and a real rocklet");
     let _ = docker_image(); // fails early, with the reason, when there is no test daemon
     let tmp = TempDir::new("docker-health");
     let rocklet = RockletProcess::start();
@@ -281,6 +285,7 @@ async fn docker_health_reports_the_real_daemon_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_health_with_a_dead_daemon_reports_what_the_start_command_achieved() {
+    needs_real_parts!("a real rocklet");
     // A worker whose `docker info` fails until a marker file exists (the "daemon" is up).
     let tmp = TempDir::new("docker-health-down");
     let bin = tmp.path().join("bin");
@@ -397,6 +402,7 @@ exit 1"#
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_cache_cleanup_prunes_installed_tools_and_skips_missing_ones() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("build-cache");
     let calls = tmp.path().join("calls.log");
     let calls_str = calls.to_str().unwrap();
@@ -451,10 +457,10 @@ async fn build_cache_cleanup_prunes_installed_tools_and_skips_missing_ones() {
     std::fs::create_dir_all(&only_uv).unwrap();
     std::fs::copy(both.join("uv"), only_uv.join("uv")).unwrap();
     let local = |path: &Path| {
-        Worker::Local(Arc::new(
+        Worker::new(
             workers::local::LocalWorker::new(Limits::default())
                 .with_env(vec![("PATH".into(), path.to_str().unwrap().into())]),
-        ))
+        )
     };
     let (report, run) = tick(
         &rt,

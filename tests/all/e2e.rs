@@ -10,6 +10,7 @@ use quarry_host::workers::{self, Limits, Worker, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 const STATUS_KEYS: [&str; 7] = [
@@ -129,6 +130,7 @@ fn check_status_file(status_dir: &Path, task: &str, ip: &str, status: &str) -> s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cleanup_on_a_rocklet_deletes_exactly_the_right_files() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("fc-rocklet");
     let bin = tmp.path().join("bin");
     fake_docker(&bin, r#"[ "$1" = ps ] && { echo web-1; exit 0; }; exit 1"#);
@@ -183,6 +185,7 @@ async fn file_cleanup_on_a_rocklet_deletes_exactly_the_right_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cleanup_fails_closed_when_docker_is_installed_but_broken() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("fc-closed");
     let bin = tmp.path().join("bin");
     fake_docker(
@@ -240,9 +243,9 @@ async fn file_cleanup_on_the_local_worker_behaves_the_same() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let local = Worker::Local(Arc::new(
+    let local = Worker::new(
         workers::local::LocalWorker::new(Limits::default()).with_env(vec![("PATH".into(), path)]),
-    ));
+    );
     let (report, _) = within(
         "file_cleanup tick",
         60,
@@ -262,6 +265,7 @@ async fn file_cleanup_on_the_local_worker_behaves_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_fails_alone() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("dead");
     let rocklet = RockletProcess::start();
     let dead = {
@@ -308,6 +312,7 @@ async fn a_dead_worker_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_calls_reach_the_rocklet_and_errors_are_typed() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("calls");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(10));
@@ -356,6 +361,7 @@ async fn host_calls_reach_the_rocklet_and_errors_are_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_blocked_in_a_host_call_is_stopped_at_its_deadline() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("blocked");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(60));
@@ -460,6 +466,7 @@ async fn a_guest_past_the_memory_limit_fails_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_cleanup_protects_the_directories_of_running_containers_on_real_docker() {
+    needs_real_parts!("the test dockerd and a real rocklet");
     let image = docker_image();
     let name = format!("quarry-protected-{}", std::process::id());
     let _ = std::process::Command::new("docker")

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::harness::*;
 use crate::image_cleanup::docuum_bin;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Shell fragments that would create `marker` if any layer pasted them into a shell.
@@ -27,6 +28,8 @@ fn payloads(marker: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_file_cleanup_paths_and_exclusions_are_data_on_a_rocklet() {
+    // file_cleanup asks the rocklet's `docker` (the test daemon's) for running containers.
+    needs_real_parts!("a real rocklet and the test dockerd");
     let tmp = TempDir::new("hostile-fc");
     let marker = tmp.path().join("pwned");
     let m = marker.to_str().unwrap();
@@ -83,6 +86,7 @@ async fn hostile_file_cleanup_paths_and_exclusions_are_data_on_a_rocklet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_image_whitelist_entries_reach_real_docuum_as_single_arguments() {
+    needs_real_parts!("a real rocklet and docuum");
     let tmp = TempDir::new("hostile-ic");
     let marker = tmp.path().join("pwned");
     let m = marker.to_str().unwrap();

@@ -12,6 +12,7 @@ use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// docuum installed by scripts/test.sh (`cargo install --locked docuum`).
@@ -190,6 +191,7 @@ fn detail(runs: &[WorkerRun]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_removal() {
+    needs_real_parts!("a dockerd, docuum and a real rocklet");
     let tmp = TempDir::new("image-cleanup");
     // A short path: unix socket paths are limited to 108 bytes.
     let ddir = PathBuf::from(format!("/tmp/quarry-ic-{}", std::process::id()));
@@ -319,6 +321,7 @@ async fn image_cleanup_keeps_docuum_running_prunes_every_tick_and_stops_it_on_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_docuum_fails_with_how_to_install_it_and_is_retried() {
+    needs_real_parts!("a real rocklet");
     let tmp = TempDir::new("no-docuum");
     let rocklet = RockletProcess::start();
     let rt = runtime(64, Duration::from_secs(30));

@@ -30,6 +30,7 @@ use quarry_host::workers::{self, Limits, Worker, WorkerAddr};
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Budget of one (task, worker) run: the host's default.
@@ -285,9 +286,7 @@ fn rocklet_worker(addr: &str) -> Worker {
 }
 
 fn local_worker() -> Worker {
-    Worker::Local(Arc::new(
-        workers::local::LocalWorker::new(Limits::default()),
-    ))
+    Worker::new(workers::local::LocalWorker::new(Limits::default()))
 }
 
 /// Everything one tick left behind.
@@ -395,6 +394,7 @@ fn private_dirs_in(log: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_password_file_logs_in_and_the_secret_never_leaves_the_worker() {
+    needs_real_parts!("the test registry and dockerd and a real rocklet");
     let reg = registry();
     let secrets = secret_forms(&reg.password);
     let tmp = TempDir::new("ip-file");
@@ -463,6 +463,7 @@ async fn a_password_file_logs_in_and_the_secret_never_leaves_the_worker() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_base64_password_logs_in_off_every_command_line_on_a_rocklet_and_locally() {
+    needs_real_parts!("the test registry and dockerd and a real rocklet");
     let reg = registry();
     let secrets = secret_forms(&reg.password);
     let tmp = TempDir::new("ip-literal");
@@ -553,6 +554,7 @@ async fn a_base64_password_logs_in_off_every_command_line_on_a_rocklet_and_local
 
 #[tokio::test(flavor = "current_thread")]
 async fn hostile_values_are_refused_or_passed_verbatim_and_never_execute() {
+    needs_real_parts!("the test registry and dockerd and a real rocklet");
     let reg = registry();
     let tmp = TempDir::new("ip-hostile");
     let m = |n: u32| tmp.path().join(format!("marker-{n}"));

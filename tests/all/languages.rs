@@ -14,6 +14,7 @@ use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Sorted, as `PluginSet::names` lists them.
@@ -27,6 +28,7 @@ fn examples_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_javascript_and_c_tasks_run_against_a_real_rocklet() {
+    needs_real_parts!("the built examples and a real rocklet");
     let dir = examples_dir();
     let plugins = TempDir::new("lang");
     for name in EXAMPLES {

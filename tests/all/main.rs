@@ -1,5 +1,7 @@
-//! Quarry's integration tests: one binary, one module per area. Real rocklets (PyPI rl-rock,
-//! installed by scripts/setup.sh) are started on 127.0.0.1 random ports by `support::rocklet`.
+//! Quarry's integration tests: one binary, one module per area, in two tiers
+//! (`support::real_parts`): hermetic tests always run; tests that need real parts (rocklets
+//! from PyPI rl-rock, started on 127.0.0.1 random ports by `support::rocklet`, the test dockerd,
+//! the registry, Ray, docuum) run only when scripts/test.sh sets `QUARRY_TEST_REAL_PARTS`.
 // Tests may print what they measured or skipped.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
@@ -11,6 +13,7 @@ mod daemons;
 mod discovery;
 mod docker_tasks;
 mod e2e;
+mod fake_workers;
 mod harness;
 mod hostile;
 mod image_cleanup;
@@ -20,5 +23,6 @@ mod plugins;
 mod reload;
 mod rock_sample;
 mod scheduler;
+mod sim_rocklet;
 mod support;
 mod workers;

@@ -10,6 +10,7 @@ use quarry_host::server::Server;
 
 use crate::harness::*;
 use crate::image_cleanup::{PrivateDockerd, docuum_bin};
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// The scheduler section of ROCK's sample `rock-local.yml`, byte for byte.
@@ -42,6 +43,7 @@ const ROCK_SAMPLE: &str = r#"scheduler:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocks_sample_config_runs_every_task_against_real_parts() {
+    needs_real_parts!("a dockerd, docuum and a real rocklet");
     // The sample cleans /data/logs and /data/service_status: never on a machine that has them.
     assert!(
         !std::path::Path::new("/data").exists(),

@@ -17,6 +17,7 @@ use quarry_host::workers::{
     Command, DEFAULT_ROCKLET_PORT, Limits, Output, Program, Worker, WorkerAddr, WorkerError,
 };
 
+use crate::support::real_parts::needs_real_parts;
 use crate::support::rocklet::RockletProcess;
 
 /// Limit for each awaited step; far above what any step needs, so only a hang trips it.
@@ -49,7 +50,7 @@ struct Subject {
 impl Subject {
     fn local() -> Subject {
         Subject {
-            worker: Worker::Local(Arc::new(LocalWorker::new(Limits::default()))),
+            worker: Worker::new(LocalWorker::new(Limits::default())),
             rocklet: None,
             dir: scratch_dir(),
         }
@@ -74,7 +75,7 @@ impl Subject {
     /// Another handle to the same worker with different limits.
     fn with_limits(&self, limits: Limits) -> Worker {
         match &self.rocklet {
-            None => Worker::Local(Arc::new(LocalWorker::new(limits))),
+            None => Worker::new(LocalWorker::new(limits)),
             Some(p) => rocklet_worker(p.port(), limits),
         }
     }
@@ -97,11 +98,20 @@ impl Drop for Subject {
 }
 
 fn rocklet_worker(port: u16, limits: Limits) -> Worker {
+    Worker::from_arc(rocklet_client(port, limits))
+}
+
+/// A client for the rocklet on 127.0.0.1:`port`, kept for [`Rocklet::is_alive`].
+fn rocklet_client(port: u16, limits: Limits) -> Arc<Rocklet> {
     let addr = WorkerAddr::Remote {
         host: "127.0.0.1".into(),
         port,
     };
-    Worker::Rocklet(Arc::new(Rocklet::new(addr, Rocklet::http_client(), limits)))
+    Arc::new(
+        Rocklet::new(addr)
+            .with_client(Rocklet::http_client())
+            .with_limits(limits),
+    )
 }
 
 /// A fresh, canonical directory under the system temp dir.
@@ -515,9 +525,11 @@ macro_rules! on_both_workers {
             )*
         }
         mod rocklet {
+            use crate::support::real_parts::needs_real_parts;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
+                    needs_real_parts!("a real rocklet");
                     let s = super::Subject::rocklet().await;
                     super::$check(&s).await;
                 }
@@ -546,6 +558,7 @@ on_both_workers!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_is_alive_and_fake_tools_on_path() {
+    needs_real_parts!("a real rocklet");
     let tools = scratch_dir();
     let tool = tools.join("quarry-fake-tool");
     std::fs::write(&tool, "#!/bin/sh\necho \"fake tool: $*\"\n").expect("write fake tool");
@@ -553,9 +566,8 @@ async fn rocklet_is_alive_and_fake_tools_on_path() {
         .expect("chmod fake tool");
     let t = tools.clone();
     let s = Subject::rocklet_from(move || RockletProcess::start_with_path_prefix(&t)).await;
-    let Worker::Rocklet(rocklet) = &s.worker else {
-        unreachable!()
-    };
+    let port = s.rocklet.as_ref().map(RockletProcess::port).unwrap();
+    let rocklet = rocklet_client(port, Limits::default());
     step("is_alive", rocklet.is_alive(Duration::from_secs(5)))
         .await
         .expect("a fresh rocklet is alive");
@@ -572,6 +584,7 @@ async fn rocklet_is_alive_and_fake_tools_on_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_reply_over_body_cap_is_rejected() {
+    needs_real_parts!("a real rocklet");
     let s = Subject::rocklet().await;
     let small = s.with_limits(Limits {
         max_output_bytes: 1000,
@@ -603,10 +616,8 @@ async fn rocklet_unreachable() {
         .and_then(|l| l.local_addr())
         .expect("bind :0")
         .port();
-    let worker = rocklet_worker(port, Limits::default());
-    let Worker::Rocklet(rocklet) = &worker else {
-        unreachable!()
-    };
+    let rocklet = rocklet_client(port, Limits::default());
+    let worker = Worker::from_arc(rocklet.clone());
     let want = format!("worker 127.0.0.1:{port} unreachable");
     let results = [
         step("execute", worker.execute(&argv(&["true"])))
@@ -853,6 +864,7 @@ async fn rocklet_lost_connection_resends_reads_but_never_execute() {
 /// sent at once, must not travel on that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocklet_calls_right_after_an_error_reply_succeed() {
+    needs_real_parts!("a real rocklet");
     let s = Subject::rocklet().await;
     let missing = s.path("missing.json");
     let mut bad_cwd = argv(&["true"]);

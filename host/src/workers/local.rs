@@ -255,6 +255,8 @@ impl LocalWorker {
     }
 }
 
+super::impl_worker_api!(LocalWorker);
+
 /// Kills a command's process group when dropped while armed (timeout or cancellation).
 struct GroupGuard {
     /// Process group id (= the child's pid); `None` once disarmed or fired.

@@ -1,9 +1,11 @@
 //! Workers: the machines a task run acts on, and the clients that reach them.
 //!
-//! A [`Worker`] is a cheap handle (an `Arc` inside) with the three operations every task run
-//! needs: [`Worker::execute`], [`Worker::read_file`], [`Worker::write_file`]. Two kinds exist:
+//! A [`Worker`] is a cheap handle (an `Arc<dyn WorkerApi>` inside) with the three operations
+//! every task run needs: [`Worker::execute`], [`Worker::read_file`], [`Worker::write_file`]. It
+//! checks their arguments, then hands them to a [`WorkerApi`] implementation. Two kinds exist
+//! (tests add scripted fakes, see the `quarry-testkit` crate):
 //! - [`rocklet::Rocklet`]: a remote machine running ROCK's `rocklet` HTTP agent, spoken to
-//!   exactly as documented in shared/reference/rocklet-api.md;
+//!   exactly as docs/rocklet.md describes it;
 //! - [`local::LocalWorker`]: this machine, the embedded default worker `local`, with the same
 //!   semantics (argv or shell, merged env, process-group kill on timeout, size caps).
 //!
@@ -17,6 +19,8 @@ pub mod rocklet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 /// Port of the rocklet when a worker address gives none (ROCK's `Port.PROXY`).
 pub const DEFAULT_ROCKLET_PORT: u16 = 22555;
@@ -188,22 +192,98 @@ impl Default for Limits {
     }
 }
 
-/// A handle to one worker; clones share the connection pool.
-#[derive(Clone, Debug)]
-pub enum Worker {
-    /// This machine.
-    Local(Arc<local::LocalWorker>),
-    /// A rocklet.
-    Rocklet(Arc<rocklet::Rocklet>),
+/// The operations of one worker, as each kind implements them: [`local::LocalWorker`],
+/// [`rocklet::Rocklet`], and test doubles (the `quarry-testkit` crate's `FakeWorker`).
+///
+/// Callers never use it directly: they hold a [`Worker`], which checks every argument first
+/// (an empty argv, NUL bytes, an empty path, no time left…) and passes on only calls that
+/// satisfy those checks. Implementations report failures as [`WorkerError`]s whose messages
+/// name the worker (`worker <addr>: …`) and the object, and enforce their [`Limits`].
+pub trait WorkerApi: Send + Sync + fmt::Debug {
+    /// The worker's address, as messages and reports name it.
+    fn addr(&self) -> &WorkerAddr;
+
+    /// Runs a command and waits for it, at most `cmd.timeout` (after which the command's
+    /// process group is killed and the answer is [`WorkerError::Timeout`]). A non-zero exit
+    /// status is an [`Output`], not an error.
+    fn execute<'a>(&'a self, cmd: &'a Command) -> BoxFuture<'a, Result<Output, WorkerError>>;
+
+    /// Reads a UTF-8 text file, within `timeout`.
+    fn read_file<'a>(
+        &'a self,
+        path: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, WorkerError>>;
+
+    /// Writes a text file (missing parents created), within `timeout`.
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        content: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), WorkerError>>;
 }
 
+/// Implements [`WorkerApi`] for a worker type by calling its inherent methods of the same names
+/// (`addr`, and the `async fn`s `execute`, `read_file` and `write_file`), which keep their own
+/// documentation of the errors each kind returns.
+macro_rules! impl_worker_api {
+    ($worker:ty) => {
+        impl $crate::workers::WorkerApi for $worker {
+            fn addr(&self) -> &$crate::workers::WorkerAddr {
+                <$worker>::addr(self)
+            }
+
+            fn execute<'a>(
+                &'a self,
+                cmd: &'a $crate::workers::Command,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<$crate::workers::Output, $crate::workers::WorkerError>,
+            > {
+                Box::pin(<$worker>::execute(self, cmd))
+            }
+
+            fn read_file<'a>(
+                &'a self,
+                path: &'a str,
+                timeout: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<String, $crate::workers::WorkerError>> {
+                Box::pin(<$worker>::read_file(self, path, timeout))
+            }
+
+            fn write_file<'a>(
+                &'a self,
+                path: &'a str,
+                content: &'a str,
+                timeout: std::time::Duration,
+            ) -> futures::future::BoxFuture<'a, Result<(), $crate::workers::WorkerError>> {
+                Box::pin(<$worker>::write_file(self, path, content, timeout))
+            }
+        }
+    };
+}
+use impl_worker_api;
+
+/// A handle to one worker: cheap to clone, clones share the worker (and its connection pool).
+#[derive(Clone, Debug)]
+pub struct Worker(Arc<dyn WorkerApi>);
+
 impl Worker {
+    /// A handle to `api`.
+    pub fn new(api: impl WorkerApi + 'static) -> Worker {
+        Worker(Arc::new(api))
+    }
+
+    /// A handle to an already shared `api` (e.g. an `Arc<Rocklet>` the caller keeps to call
+    /// [`rocklet::Rocklet::is_alive`]).
+    pub fn from_arc(api: Arc<dyn WorkerApi>) -> Worker {
+        Worker(api)
+    }
+
     /// The worker's address.
     pub fn addr(&self) -> &WorkerAddr {
-        match self {
-            Worker::Local(w) => w.addr(),
-            Worker::Rocklet(w) => w.addr(),
-        }
+        self.0.addr()
     }
 
     /// Runs a command and waits for it (at most `cmd.timeout`).
@@ -211,10 +291,7 @@ impl Worker {
         if let Some(err) = check_command(self.addr(), cmd) {
             return Err(err);
         }
-        match self {
-            Worker::Local(w) => w.execute(cmd).await,
-            Worker::Rocklet(w) => w.execute(cmd).await,
-        }
+        self.0.execute(cmd).await
     }
 
     /// Reads a UTF-8 text file, within `timeout`.
@@ -225,10 +302,7 @@ impl Worker {
                 self.addr()
             )));
         }
-        match self {
-            Worker::Local(w) => w.read_file(path, timeout).await,
-            Worker::Rocklet(w) => w.read_file(path, timeout).await,
-        }
+        self.0.read_file(path, timeout).await
     }
 
     /// Writes a text file (parents created), within `timeout`.
@@ -244,10 +318,7 @@ impl Worker {
                 self.addr()
             )));
         }
-        match self {
-            Worker::Local(w) => w.write_file(path, content, timeout).await,
-            Worker::Rocklet(w) => w.write_file(path, content, timeout).await,
-        }
+        self.0.write_file(path, content, timeout).await
     }
 }
 
@@ -261,12 +332,12 @@ pub fn connect_with(addrs: &[WorkerAddr], limits: Limits, client: &reqwest::Clie
     addrs
         .iter()
         .map(|a| match a {
-            WorkerAddr::Local => Worker::Local(Arc::new(local::LocalWorker::new(limits))),
-            remote => Worker::Rocklet(Arc::new(rocklet::Rocklet::new(
-                remote.clone(),
-                client.clone(),
-                limits,
-            ))),
+            WorkerAddr::Local => Worker::new(local::LocalWorker::new(limits)),
+            remote => Worker::new(
+                rocklet::Rocklet::new(remote.clone())
+                    .with_client(client.clone())
+                    .with_limits(limits),
+            ),
         })
         .collect()
 }

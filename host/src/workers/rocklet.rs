@@ -1,5 +1,5 @@
-//! Client for ROCK's `rocklet` HTTP agent (rl-rock 1.11.0), spoken to exactly as documented in
-//! shared/reference/rocklet-api.md, with Quarry's semantics layered on top:
+//! Client for ROCK's `rocklet` HTTP agent (rl-rock 1.11.0), spoken to exactly as docs/rocklet.md
+//! describes it (routes, JSON shapes, status codes), with Quarry's semantics layered on top:
 //!
 //! - Every command is sent as an argv array (`shell:false`) wrapped in GNU coreutils
 //!   `timeout -k 2 <secs>`, which runs it in a process group of its own and, on expiry, signals
@@ -77,13 +77,15 @@ const EXIT_NOT_FOUND: i32 = 127;
 /// Exit status of `timeout` (or `env`) when the program exists but cannot be run.
 const EXIT_CANNOT_RUN: i32 = 126;
 
-/// A rocklet at `host:port`, reached over a shared pooled HTTP client.
+/// A rocklet at `host:port`, reached over a pooled HTTP client (shared between rocklets when
+/// given with [`Rocklet::with_client`]).
 #[derive(Debug)]
 pub struct Rocklet {
     addr: WorkerAddr,
     /// `http://host:port` (IPv6 in brackets); `None` if built with a non-remote address.
     base: Option<String>,
-    client: reqwest::Client,
+    /// Set by [`Rocklet::with_client`], else built on first use by [`Rocklet::http_client`].
+    client: OnceLock<reqwest::Client>,
     limits: Limits,
     /// Until this instant, requests go over new connections (see [`FRESH_CONNECTIONS_AFTER_511`]).
     avoid_pool_until: Mutex<Option<Instant>>,
@@ -127,10 +129,10 @@ impl Op<'_> {
 }
 
 impl Rocklet {
-    /// A rocklet client for `addr` (a [`WorkerAddr::Remote`]), sharing `client`'s connection
-    /// pool (build it once with [`Rocklet::http_client`]) and applying `limits` to every call.
-    /// Given [`WorkerAddr::Local`], every call fails with `Rejected`.
-    pub fn new(addr: WorkerAddr, client: reqwest::Client, limits: Limits) -> Self {
+    /// A rocklet client for `addr` (a [`WorkerAddr::Remote`]) with [`Limits::default`] and a
+    /// connection pool of its own (built on first use); see [`Rocklet::with_client`] and
+    /// [`Rocklet::with_limits`]. Given [`WorkerAddr::Local`], every call fails with `Rejected`.
+    pub fn new(addr: WorkerAddr) -> Self {
         let base = match &addr {
             WorkerAddr::Remote { host, port } if host.contains(':') => {
                 Some(format!("http://[{host}]:{port}"))
@@ -141,10 +143,24 @@ impl Rocklet {
         Rocklet {
             addr,
             base,
-            client,
-            limits,
+            client: OnceLock::new(),
+            limits: Limits::default(),
             avoid_pool_until: Mutex::new(None),
         }
+    }
+
+    /// Sends requests through `client`'s connection pool: build it once with
+    /// [`Rocklet::http_client`] and give it to every rocklet, so they share one pool.
+    pub fn with_client(self, client: reqwest::Client) -> Self {
+        Rocklet {
+            client: OnceLock::from(client),
+            ..self
+        }
+    }
+
+    /// Applies `limits` to every call instead of [`Limits::default`].
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Rocklet { limits, ..self }
     }
 
     /// The HTTP client to share between all rocklets: rustls only (no TLS is used, rocklets
@@ -419,10 +435,11 @@ impl Rocklet {
         limit: Duration,
         fresh: bool,
     ) -> Result<(StatusCode, Vec<u8>), SendFailure> {
+        let pooled = self.client.get_or_init(Rocklet::http_client);
         let client = if fresh {
-            fresh_client().unwrap_or(&self.client)
+            fresh_client().unwrap_or(pooled)
         } else {
-            &self.client
+            pooled
         };
         let mut request = client.request(method, url).timeout(limit);
         if let Some(body) = body {
@@ -693,6 +710,8 @@ impl Rocklet {
     }
 }
 
+super::impl_worker_api!(Rocklet);
+
 /// Settings shared by the pooled client and [`fresh_client`].
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -911,14 +930,10 @@ mod tests {
     }
 
     fn rocklet(host: &str) -> Rocklet {
-        Rocklet::new(
-            WorkerAddr::Remote {
-                host: host.into(),
-                port: 9,
-            },
-            reqwest::Client::new(),
-            Limits::default(),
-        )
+        Rocklet::new(WorkerAddr::Remote {
+            host: host.into(),
+            port: 9,
+        })
     }
 
     fn op_for(c: &Command) -> Op<'_> {
@@ -986,7 +1001,7 @@ mod tests {
             Some("http://10.0.0.1:9")
         );
         assert_eq!(rocklet("::1").base.as_deref(), Some("http://[::1]:9"));
-        let local = Rocklet::new(WorkerAddr::Local, reqwest::Client::new(), Limits::default());
+        let local = Rocklet::new(WorkerAddr::Local);
         assert!(local.base.is_none());
     }
 
@@ -1111,17 +1126,14 @@ mod tests {
 
     #[test]
     fn reply_cap_allows_json_escaping() {
-        let r = Rocklet::new(
-            WorkerAddr::Remote {
-                host: "h".into(),
-                port: 1,
-            },
-            reqwest::Client::new(),
-            Limits {
-                max_output_bytes: 1000,
-                max_file_bytes: 10,
-            },
-        );
+        let r = Rocklet::new(WorkerAddr::Remote {
+            host: "h".into(),
+            port: 1,
+        })
+        .with_limits(Limits {
+            max_output_bytes: 1000,
+            max_file_bytes: 10,
+        });
         assert_eq!(r.reply_cap(), 2000 + REPLY_OVERHEAD_BYTES);
     }
 }

@@ -1,1 +1,2 @@
+pub mod real_parts;
 pub mod rocklet;
