@@ -71,6 +71,17 @@ impl Tracked {
         self.map().insert(worker.addr().clone(), rec);
     }
 
+    /// A copy of the whole memory (to find what a tick changed).
+    pub fn snapshot(&self) -> HashMap<WorkerAddr, Recorded> {
+        self.map().clone()
+    }
+
+    /// Remembers what a run on `worker` recorded before this process started (from the state
+    /// database).
+    pub fn restore(&self, worker: WorkerAddr, rec: Recorded) {
+        self.map().insert(worker, rec);
+    }
+
     /// Forgets `worker`: its status file may say something else, read it next time.
     pub fn forget(&self, worker: &Worker) {
         self.map().remove(worker.addr());

@@ -77,6 +77,8 @@ pub struct WorkerRun {
     pub result: WorkerResult,
     /// The status file's `extra`, when the task answered.
     pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The pid the run reported (a job or daemon it left running, or the one handed back).
+    pub pid: Option<u32>,
 }
 
 /// Runs `task` on `worker`, writing the status file before and after.
@@ -166,6 +168,7 @@ impl<'a> RunPlace<'a> {
                 error: Some(truncate_error(&format!("{doing}: {e}"))),
             },
             detail: None,
+            pid: None,
         }
     }
 
@@ -187,6 +190,7 @@ impl<'a> RunPlace<'a> {
                 ("status".to_string(), "skipped".into()),
                 ("reason".to_string(), reason.into()),
             ])),
+            pid: Some(pid),
         }
     }
 

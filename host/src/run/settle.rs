@@ -106,6 +106,7 @@ pub fn settle(
                 run: WorkerRun {
                     result,
                     detail: Some(out.detail),
+                    pid: out.pid,
                 },
             }
         }
@@ -118,12 +119,14 @@ pub fn settle(
             let result = row(outcome, Some(e.kind()), Some(msg.clone()));
             status.status = StatusWord::Failed;
             status.error = Some(truncate_error(&msg));
+            let pid = status.pid;
             Settled {
                 status,
                 recorded: before_run(previous),
                 run: WorkerRun {
                     result,
                     detail: None,
+                    pid,
                 },
             }
         }

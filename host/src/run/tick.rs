@@ -249,6 +249,7 @@ fn note_run(worker: &Worker, outcome: WorkerOutcome, kind: ErrorType, why: Strin
             error: Some(why),
         },
         detail: None,
+        pid: None,
     }
 }
 

@@ -60,23 +60,52 @@ pub trait TickSink: Send + Sync + 'static {
 }
 
 /// Which tasks are paused, and why: shared by the loops so that a pause survives a loop's
-/// restart by a config reload; filled from the state database at start.
-#[derive(Clone, Debug, Default)]
-pub struct Paused(Arc<Mutex<BTreeMap<TaskName, String>>>);
+/// restart by a config reload; filled from the state database at start, and every change is
+/// handed to a hook (which records it there).
+#[derive(Clone, Default)]
+pub struct Paused {
+    map: Arc<Mutex<BTreeMap<TaskName, String>>>,
+    on_change: Option<Arc<PausedHook>>,
+}
+
+/// Called with a task and its new pause reason (`None`: resumed).
+pub type PausedHook = dyn Fn(&TaskName, Option<&str>) + Send + Sync;
+
+impl std::fmt::Debug for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Paused").field(&self.map).finish()
+    }
+}
 
 impl Paused {
+    /// A registry that calls `hook` on every change.
+    pub fn with_hook(hook: Arc<PausedHook>) -> Paused {
+        Paused {
+            map: Arc::default(),
+            on_change: Some(hook),
+        }
+    }
+
     /// Why `task` is paused, if it is.
     pub fn get(&self, task: &TaskName) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(task)
-            .cloned()
+        self.lock().get(task).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TaskName, String>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Pauses (`Some(reason)`) or resumes (`None`) `task`.
     pub fn set(&self, task: &TaskName, reason: Option<String>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.restore(task, reason.clone());
+        if let Some(hook) = &self.on_change {
+            hook(task, reason.as_deref());
+        }
+    }
+
+    /// Like [`Paused::set`], without calling the hook (state read back at start).
+    pub fn restore(&self, task: &TaskName, reason: Option<String>) {
+        let mut map = self.lock();
         match reason {
             Some(r) => map.insert(task.clone(), r),
             None => map.remove(task),

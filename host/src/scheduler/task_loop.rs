@@ -476,6 +476,7 @@ mod tests {
                     error: error.map(String::from),
                 },
                 detail: None,
+                pid: None,
             },
             attempts: 1,
             started_at: SystemTime::UNIX_EPOCH,
