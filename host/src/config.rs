@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::plugins::plugin_name_for_class;
 use crate::run::RunSettings;
 use crate::run::quarantine::QuarantinePolicy;
+use crate::state::Retention;
 use crate::runtime::RuntimeLimits;
 use crate::task::TaskName;
 use crate::workers::discovery::Sources;
@@ -187,6 +188,20 @@ pub struct RawQuarry {
     pub compile: Option<crate::runtime::CompileMode>,
     /// When a plugin failing on a worker is kept off it.
     pub quarantine: Option<RawQuarantine>,
+    /// The state database (run history, pauses, quarantines, audit); `none` disables it.
+    pub state_db: Option<PathBuf>,
+    /// How long run history is kept.
+    pub retention: Option<RawRetention>,
+}
+
+/// Quarry's `quarry.retention` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of retention settings")]
+pub struct RawRetention {
+    /// Ticks older than this many days are deleted with their runs.
+    pub max_age_days: Option<u32>,
+    /// Per task, runs beyond the newest this many are deleted (whole ticks).
+    pub max_runs_per_task: Option<u64>,
 }
 
 /// Bounds of `quarry.concurrency`: at least one worker in flight; beyond 10 000 the pool and
@@ -220,15 +235,19 @@ pub struct Config {
     pub discovery: Sources,
     /// When a plugin failing on a worker is kept off it: applied from the next tick.
     pub quarantine: QuarantinePolicy,
+    /// How long run history is kept: applied at the next pruning.
+    pub retention: Retention,
 }
 
-/// Directories Quarry reads at start.
+/// Files and directories Quarry opens at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathsConfig {
     /// Plugins directory.
     pub plugins_dir: PathBuf,
     /// Compile cache directory, if any.
     pub cache_dir: Option<PathBuf>,
+    /// The state database, if any (default: `quarry-state.db` in the report directory).
+    pub state_db: Option<PathBuf>,
 }
 
 /// One validated task entry.
@@ -381,7 +400,14 @@ impl Config {
         let run = run_settings(&q, base, &env, &mut problems);
         let runtime = runtime_limits(&q, &mut problems);
         let quarantine = quarantine_policy(q.quarantine.as_ref(), &mut problems);
+        let retention = retention(q.retention.as_ref(), &mut problems);
+        let report_dir = run.as_ref().and_then(|r| r.report_dir.clone());
         let paths = PathsConfig {
+            state_db: match &q.state_db {
+                Some(p) if p.as_os_str() == "none" => None,
+                Some(p) => Some(base.join(p)),
+                None => report_dir.map(|d| d.join(crate::state::DEFAULT_FILE_NAME)),
+            },
             plugins_dir: base.join(
                 q.plugins_dir
                     .as_deref()
@@ -402,6 +428,7 @@ impl Config {
                 run,
                 discovery,
                 quarantine,
+                retention,
             }),
             _ => Err(problems.0),
         }
@@ -419,6 +446,7 @@ impl Config {
         let PathsConfig {
             plugins_dir,
             cache_dir,
+            state_db,
         } = &self.paths;
         let old = (&running.runtime, &running.paths);
         [
@@ -433,6 +461,7 @@ impl Config {
             ),
             ("quarry.cache_dir", *cache_dir != old.1.cache_dir),
             ("quarry.compile", compile != old.0.compile),
+            ("quarry.state_db", *state_db != old.1.state_db),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -531,6 +560,39 @@ fn on_failure(
         }
         (Some(OnFailureKind::Halt), None) => OnFailure::Halt,
         (Some(OnFailureKind::Ignore) | None, None) => OnFailure::Ignore,
+    }
+}
+
+/// Bounds of `quarry.retention.max_age_days`: a day to ten years.
+pub const RETENTION_DAYS_RANGE: RangeInclusive<u64> = 1..=3650;
+/// History kept when the config says nothing: two weeks.
+pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+/// Bounds of `quarry.retention.max_runs_per_task`: at least one 10 000-worker tick.
+pub const RETENTION_RUNS_RANGE: RangeInclusive<u64> = 10_000..=1_000_000_000;
+/// Runs kept per task when the config says nothing.
+pub const DEFAULT_RETENTION_RUNS: u64 = 1_000_000;
+
+/// `quarry.retention`.
+fn retention(raw: Option<&RawRetention>, problems: &mut Problems) -> Retention {
+    let empty = RawRetention::default();
+    let raw = raw.unwrap_or(&empty);
+    let days = problems.in_range(
+        "quarry.retention.max_age_days",
+        raw.max_age_days.map(u64::from),
+        u64::from(DEFAULT_RETENTION_DAYS),
+        RETENTION_DAYS_RANGE,
+        "",
+    );
+    let runs = problems.in_range(
+        "quarry.retention.max_runs_per_task",
+        raw.max_runs_per_task,
+        DEFAULT_RETENTION_RUNS,
+        RETENTION_RUNS_RANGE,
+        "",
+    );
+    Retention {
+        max_age_days: days.map(|d| d as u32),
+        max_runs_per_task: runs,
     }
 }
 

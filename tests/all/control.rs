@@ -43,6 +43,7 @@ impl TickSink for Recorder {
         _report: &'a RunReport,
         runs: &'a [TickRun],
         outcome: &'a str,
+        _quarantine: &'a Quarantine,
     ) -> BoxFuture<'a, ()> {
         self.ticks
             .lock()

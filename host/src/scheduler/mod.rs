@@ -40,7 +40,8 @@ pub trait TickSink: Send + Sync + 'static {
         trigger: Trigger,
         workers: &'a [Worker],
     ) -> BoxFuture<'a, i64>;
-    /// Tick `id` ended with `outcome` (ROCK's aggregate, or `cancelled`).
+    /// Tick `id` ended with `outcome` (ROCK's aggregate, or `cancelled`); `run.tracked` and
+    /// `quarantine` are the task's memory after it.
     fn tick_finished<'a>(
         &'a self,
         id: i64,
@@ -48,6 +49,7 @@ pub trait TickSink: Send + Sync + 'static {
         report: &'a RunReport,
         runs: &'a [TickRun],
         outcome: &'a str,
+        quarantine: &'a Quarantine,
     ) -> BoxFuture<'a, ()>;
     /// Fills a starting loop's memory (the processes runs reported, the quarantines) from
     /// what was recorded before.
@@ -362,6 +364,11 @@ impl Scheduler {
     /// The running tasks' handles, republished whenever the set of loops changes.
     pub fn handles(&self) -> watch::Receiver<Arc<BTreeMap<TaskName, TaskHandle>>> {
         self.handles.subscribe()
+    }
+
+    /// What ticks read: workers, settings, policies (replaced on reload).
+    pub fn env(&self) -> watch::Receiver<Arc<TickEnv>> {
+        self.env.subscribe()
     }
 
     /// Which tasks are paused (shared with the loops).

@@ -402,7 +402,8 @@ async fn run_one_tick(ctx: &mut LoopCtx, run: &TaskRun, planned: Planned, status
         report.outcome.as_str()
     };
     if let Some(sink) = &ctx.sink {
-        sink.tick_finished(id, run, &report, &runs, outcome).await;
+        sink.tick_finished(id, run, &report, &runs, outcome, &ctx.quarantine)
+            .await;
     }
     if on_failure == OnFailure::Halt
         && !cancelled

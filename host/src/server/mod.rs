@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use anyhow::Context as _;
 
 use crate::config::{Config, FieldError};
@@ -18,7 +20,16 @@ use crate::plugins::PluginSet;
 use crate::plugins::watch::PluginWatcher;
 use crate::runtime::Runtime;
 use crate::scheduler::{ApplySummary, ScheduledTask, Scheduler, TickEnv};
+use crate::config::TaskConfig;
+use crate::scheduler::{Paused, TickSink};
+use crate::state::{Retention, StateDb, StateHandle};
 use crate::workers;
+
+pub mod control;
+mod sink;
+
+/// How often old run history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The params every plugin version must accept: one check per configured task.
 pub fn params_checks(cfg: &Config) -> Vec<crate::plugins::ParamsCheck> {
@@ -92,6 +103,14 @@ pub struct Server {
     watcher: PluginWatcher,
     discovery: workers::discovery::DiscoveryHandle,
     scheduler: Scheduler,
+    /// The state database (owned here, closed after the scheduler at shutdown).
+    db: Option<StateDb>,
+    /// The config's tasks, for the admin API (replaced on reload).
+    tasks: watch::Sender<Arc<Vec<TaskConfig>>>,
+    /// The retention in force, read by the pruning task.
+    retention: watch::Sender<Retention>,
+    /// Stops background tasks (pruning).
+    stop: watch::Sender<bool>,
 }
 
 async fn discover(cfg: &Config) -> (workers::discovery::DiscoveryHandle, TickEnv) {
@@ -146,6 +165,16 @@ impl Server {
         )
         .with_context(|| format!("watching {}", dir.display()))?;
         let (discovery, env) = discover(&cfg).await;
+        let (db, paused) = open_state(&cfg).await?;
+        let state = db.as_ref().map(StateDb::handle);
+        let sink = state
+            .clone()
+            .map(|s| sink::StateSink::new(s) as Arc<dyn TickSink>);
+        let (retention, retention_rx) = watch::channel(cfg.retention);
+        let (stop, stop_rx) = watch::channel(false);
+        if let Some(state) = &state {
+            tokio::spawn(prune_history(state.clone(), retention_rx, stop_rx));
+        }
         tracing::info!(
             tasks = tasks.len(),
             workers = env.workers.borrow().len(),
@@ -154,7 +183,9 @@ impl Server {
             status_dir = %cfg.run.status_dir,
             "quarry serving"
         );
-        let scheduler = Scheduler::start_with(rt.clone(), tasks, watcher.subscribe(), env);
+        let scheduler =
+            Scheduler::start_recorded(rt.clone(), tasks, watcher.subscribe(), env, sink, paused);
+        let (tasks, _) = watch::channel(Arc::new(cfg.tasks.clone()));
         Ok(Server {
             config_path: config_path.to_path_buf(),
             cfg,
@@ -162,6 +193,10 @@ impl Server {
             watcher,
             discovery,
             scheduler,
+            db,
+            tasks,
+            retention,
+            stop,
         })
     }
 
@@ -199,6 +234,8 @@ impl Server {
             self.scheduler.set_env(tick_env(&cfg, &self.discovery));
         }
         let summary = self.scheduler.apply(tasks);
+        self.tasks.send_replace(Arc::new(cfg.tasks.clone()));
+        self.retention.send_replace(cfg.retention);
         tracing::info!(
             added = ?summary.added,
             changed = ?summary.changed,
@@ -218,7 +255,78 @@ impl Server {
     /// Stops watching and scheduling; ticks in flight finish.
     pub async fn shutdown(self) {
         self.watcher.stop();
+        let _ = self.stop.send(true);
         self.scheduler.shutdown().await;
+        if let Some(db) = self.db {
+            db.shutdown().await;
+        }
+    }
+
+    /// What the admin API sees of this server and can do to it.
+    pub fn control(&self) -> Arc<control::ServerControl> {
+        Arc::new(control::ServerControl {
+            handles: self.scheduler.handles(),
+            env: self.scheduler.env(),
+            plugins: self.watcher.subscribe(),
+            tasks: self.tasks.subscribe(),
+            state: self.db.as_ref().map(StateDb::handle),
+            cooldown: control::TRIGGER_COOLDOWN,
+            last_trigger: Default::default(),
+        })
+    }
+}
+
+/// Opens the state database the config names (if any), logs what crash recovery repaired,
+/// and reads back which tasks are paused; every later pause is written to it.
+async fn open_state(cfg: &Config) -> anyhow::Result<(Option<StateDb>, Paused)> {
+    let Some(path) = &cfg.paths.state_db else {
+        tracing::warn!("quarry.state_db is none: no run history, pauses are not kept across restarts");
+        return Ok((None, Paused::default()));
+    };
+    let db = StateDb::open(path).with_context(|| format!("opening the state database {}", path.display()))?;
+    let r = db.recovery();
+    if r.runs_interrupted > 0 || r.ticks_interrupted > 0 {
+        tracing::warn!(
+            ticks = r.ticks_interrupted,
+            runs = r.runs_interrupted,
+            "Quarry stopped during ticks: their runs in flight are recorded as interrupted"
+        );
+    }
+    let state = db.handle();
+    let hook_state = state.clone();
+    let paused = Paused::with_hook(Arc::new(move |task: &crate::task::TaskName, reason: Option<&str>| {
+        hook_state.set_paused(task, reason.is_some(), reason.map(String::from));
+    }));
+    match state.task_states().await {
+        Ok(rows) => {
+            for t in rows.into_iter().filter(|t| t.paused) {
+                tracing::info!(task = %t.task, reason = ?t.paused_reason, "paused before the restart: stays paused");
+                let reason = t.paused_reason.unwrap_or_else(|| "paused".into());
+                paused.restore(&t.task, Some(reason));
+            }
+        }
+        Err(e) => tracing::error!("cannot read the paused tasks: {e}"),
+    }
+    tracing::info!(file = %path.display(), "state database open");
+    Ok((Some(db), paused))
+}
+
+/// Prunes old history every [`PRUNE_EVERY`] (and once at start) until `stop`.
+async fn prune_history(
+    state: StateHandle,
+    retention: watch::Receiver<Retention>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let r = *retention.borrow();
+        match state.prune(r).await {
+            Ok(p) => tracing::debug!(?p, "history pruned"),
+            Err(e) => tracing::error!("pruning the run history failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
