@@ -58,6 +58,7 @@
   };
 
   const $ = (id) => document.getElementById(id);
+  const SKIPPED = Symbol('skipped'); // a loader that had nothing to fetch this time
 
   // ---- DOM helpers: text only --------------------------------------------------------------
 
@@ -340,9 +341,8 @@
       if (res.status === 401) {
         if (token) setToken('');
         if (interactive || !tokenDeclined) {
-          const reason = token
-            ? `The server refused the token: ${err.message}`
-            : `The server asks for the admin token: ${err.message}`;
+          const reason = (token ? 'The server refused the token. ' : 'This needs the admin token. ') +
+            `(Server: ${err.message})`;
           const t = await askToken(reason);
           if (t) continue;
           if (!interactive) tokenDeclined = true;
@@ -699,7 +699,9 @@
 
   async function loadGrid(force) {
     const since = Date.now() - grid.fetchedAt;
-    if (!force && grid.data && since < Math.max(POLL_MS, grid.costMs * GRID_COST_FACTOR)) return;
+    if (!force && grid.data && since < Math.max(POLL_MS, grid.costMs * GRID_COST_FACTOR)) {
+      return SKIPPED;
+    }
     const t0 = performance.now();
     await loadSection('grid-error', 'grid', (data) => {
       gridIngest(data);
@@ -851,7 +853,7 @@
   }
 
   async function refreshOpenRun(first) {
-    if (openRunId == null || (!first && openRunDone)) return;
+    if (openRunId == null || (!first && openRunDone)) return SKIPPED;
     const id = openRunId;
     try {
       const run = await request('GET', 'runs/' + enc(id));
@@ -978,6 +980,7 @@
     $('trigger-workers').value = '';
     $('trigger-error').hidden = true;
     const matching = grid.filter.trim() ? grid.view.length : 0;
+    updateTriggerSubmit();
     const fromFilter = $('trigger-from-filter');
     fromFilter.hidden = matching === 0;
     fromFilter.disabled = matching > MAX_WORKERS_FROM_FILTER;
@@ -985,6 +988,16 @@
       ? `The grid filter matches ${fmtInt(matching)} workers (more than ${fmtInt(MAX_WORKERS_FROM_FILTER)})`
       : `Use the ${plural(matching, 'worker')} matching the grid filter`);
     $('trigger-dialog').showModal();
+  }
+
+  /** The submit button says how many workers it runs on: no surprise at 10 000 workers. */
+  function updateTriggerSubmit() {
+    const n = $('trigger-some').checked
+      ? parseWorkers($('trigger-workers').value).length
+      : grid.data ? grid.data.workers.length : null;
+    setText($('trigger-submit'), n == null ? 'Trigger on every worker'
+      : $('trigger-some').checked ? `Trigger on ${plural(n, 'worker')}`
+        : `Trigger on every worker (${fmtInt(n)})`);
   }
 
   async function submitTrigger() {
@@ -1106,7 +1119,7 @@
       const results = await Promise.allSettled([loadTasks(), loadRuns(), loadQuarantines(),
         loadPlugins(), loadGrid(false), refreshOpenRun(false)]);
       const errors = results.filter((r) => r.status === 'rejected').map((r) => r.reason);
-      const answered = results.some((r) => r.status === 'fulfilled') ||
+      const answered = results.some((r) => r.status === 'fulfilled' && r.value !== SKIPPED) ||
         errors.some((e) => !(e instanceof ApiError) || !e.unreachable);
       const tokenNeeded = errors.find((e) => e instanceof ApiError && e.needsToken);
       if (!answered) {
@@ -1236,11 +1249,15 @@
     });
     $('trigger-workers').addEventListener('input', () => {
       $('trigger-some').checked = true;
+      updateTriggerSubmit();
     });
     $('trigger-from-filter').addEventListener('click', () => {
       $('trigger-workers').value = filteredWorkers().join('\n');
       $('trigger-some').checked = true;
+      updateTriggerSubmit();
     });
+    $('trigger-all').addEventListener('change', updateTriggerSubmit);
+    $('trigger-some').addEventListener('change', updateTriggerSubmit);
     $('pause-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       submitPause();
