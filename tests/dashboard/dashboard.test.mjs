@@ -368,9 +368,9 @@ test('d: a run\'s detail opens from the runs list and from the grid', { timeout:
   await checkRunDialog(id);
 });
 
-// ---- (e) ---------------------------------------------------------------------------------
+// ---- More than the brief asks -----------------------------------------------------------
 
-test('e: an unreachable server shows a banner, and polling stops while the tab is hidden', { timeout: 60000 }, async () => {
+test('x1: an unreachable server shows a banner, and polling stops while the tab is hidden', { timeout: 60000 }, async () => {
   await page.route('**/api/v1/**', (route) => route.abort('connectionrefused'));
   const banner = page.getByTestId('offline-banner');
   await banner.waitFor({ state: 'visible', timeout: 10000 });
@@ -396,13 +396,69 @@ test('e: an unreachable server shows a banner, and polling stops while the tab i
   page.off('request', count);
 });
 
-// ---- (f) ---------------------------------------------------------------------------------
+/** Confirms the open confirm dialog; answers the POST/DELETE whose URL ends with `suffix`. */
+async function confirmAndAnswer(method, suffix) {
+  const answered = page.waitForResponse((r) => r.request().method() === method &&
+    r.url().endsWith(suffix) && r.status() !== 401, { timeout: 30000 });
+  await page.getByTestId('confirm-submit').click();
+  return answered;
+}
 
-test('f: a full-page screenshot for humans', { timeout: 60000 }, async (t) => {
+test('x2: Cancel stops a tick in flight and Lift ends a quarantine, each confirmed first', { timeout: 180000 }, async (t) => {
+  // Cancel: only while a tick is in flight, which a fast task may never be long enough.
+  const cancel = row().getByTestId('task-cancel');
+  const caught = await cancel.waitFor({ timeout: Math.max(10, interval * 2) * 1000 })
+    .then(() => true, () => false);
+  if (!caught) {
+    t.diagnostic(`no tick of ${TASK} was in flight long enough to cancel`);
+  } else {
+    await cancel.click();
+    await page.getByTestId('confirm-dialog').waitFor();
+    const tick = Number(/#(\d+)/.exec(await page.locator('#confirm-title').textContent())?.[1]);
+    const answer = await confirmAndAnswer('POST', `/tasks/${encodeURIComponent(TASK)}/cancel`);
+    if (answer.ok()) {
+      await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+      await waitFor(`tick #${tick} to end cancelled`, async () => {
+        const task = await api(`tasks/${encodeURIComponent(TASK)}`);
+        return task.last_tick && task.last_tick.id >= tick &&
+          (task.last_tick.id > tick || task.last_tick.outcome === 'cancelled');
+      }, 30000);
+    } else {
+      // The tick ended between the click and the confirmation: the server's 409 is shown.
+      const body = await answer.json();
+      assert.equal(answer.status(), 409, body.error);
+      await waitFor('the 409 message in the confirm dialog', async () =>
+        (await page.getByTestId('confirm-error').textContent()).includes(body.error), 5000);
+      await page.locator('#confirm-keep').click();
+    }
+  }
+
+  // Lift: only when the server has a quarantine in force.
+  const quarantines = await api('quarantines');
+  if (!quarantines.length) {
+    t.diagnostic('no quarantine in force to lift');
+    return;
+  }
+  const q = quarantines[0];
+  const qRow = page.locator(sel('quarantine-row', { task: q.task, worker: q.worker }));
+  await qRow.getByTestId('lift').click();
+  await page.getByTestId('confirm-dialog').waitFor();
+  const answer = await confirmAndAnswer('DELETE',
+    `/quarantines/${encodeURIComponent(q.task)}/${encodeURIComponent(q.worker)}`);
+  assert.ok(answer.ok(), `lift answered ${answer.status()}: ${await answer.text()}`);
+  await qRow.waitFor({ state: 'detached', timeout: 10000 });
+  assert.ok(!(await api('quarantines')).some((x) => x.task === q.task && x.worker === q.worker));
+});
+
+// ---- (e) ---------------------------------------------------------------------------------
+
+test('e: a full-page screenshot for humans', { timeout: 60000 }, async (t) => {
   await page.getByTestId('grid-filter').fill('');
   await page.getByTestId('runs-worker').fill('');
   await page.getByTestId('runs-worker').press('Enter');
   await page.getByTestId('runs-task').selectOption('');
+  // Dismiss the notices (some fade by themselves, so no waiting on each).
+  await page.locator('.notice-close').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
   await page.evaluate(() => {
     document.activeElement?.blur();
     window.scrollTo(0, 0);
@@ -414,6 +470,6 @@ test('f: a full-page screenshot for humans', { timeout: 60000 }, async (t) => {
   t.diagnostic(`screenshot: ${SCREENSHOT}`);
 });
 
-test('g: no Content-Security-Policy violation and no uncaught script error', () => {
+test('z: no Content-Security-Policy violation and no uncaught script error', () => {
   assert.deepEqual(problems, []);
 });
