@@ -6,6 +6,7 @@
 //! state database, and tests implement it with a scripted fake. The JSON shapes are in
 //! [`model`]; docs/api.md documents every endpoint with an example.
 
+pub mod dashboard;
 pub mod model;
 
 use futures::future::BoxFuture;
