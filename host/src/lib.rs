@@ -11,6 +11,8 @@
 //! - [`run`]: one task on one worker (status file pending → run → final) and on a whole tick.
 //! - [`report`]: ROCK-compatible status files and run reports.
 //! - [`scheduler`]: interval ticks per task, fan-out, graceful shutdown.
+//! - [`state`]: the state store (SQLite): ticks, runs, process tracking, pause, halt,
+//!   quarantine and audit, kept across restarts.
 //! - [`server`]: `quarry serve`: the scheduler, plugin watcher and discovery of one config,
 //!   and config reload; [`debounce`]: the quiet-period helper both file watchers use.
 //! - [`api`]: the admin API (REST, metrics, dashboard) over the [`api::ControlPlane`] trait.
@@ -29,5 +31,6 @@ pub mod runtime;
 pub mod scaffold;
 pub mod scheduler;
 pub mod server;
+pub mod state;
 pub mod task;
 pub mod workers;
