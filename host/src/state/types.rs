@@ -54,6 +54,8 @@ pub enum RunOutcome {
     Interrupted,
     /// Quarry shut down cleanly while the run was in flight, or the tick was cancelled.
     Cancelled,
+    /// Not started: the task is quarantined on the worker.
+    Quarantined,
 }
 
 impl From<WorkerOutcome> for RunOutcome {
@@ -150,6 +152,7 @@ text_enum!(RunOutcome {
     Timeout => "timeout",
     Interrupted => "interrupted",
     Cancelled => "cancelled",
+    Quarantined => "quarantined",
 });
 text_enum!(TickStatus {
     Running => "running",
