@@ -24,5 +24,6 @@ mod reload;
 mod rock_sample;
 mod scheduler;
 mod sim_rocklet;
+mod state;
 mod support;
 mod workers;
