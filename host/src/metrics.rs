@@ -10,8 +10,10 @@
 //! [`Metrics::encode`] writes the Prometheus text exposition format (version 0.0.4); serve it
 //! with the [`CONTENT_TYPE`] header. README.md "Metrics" lists every family.
 //!
-//! Cost: recording is a read-locked hash lookup plus atomic adds (a histogram takes an
-//! uncontended mutex), well under a microsecond; see the `recording_cost` test.
+//! Cost: each series is resolved once and kept, so a record is at most one read-locked lookup
+//! by `&str` (task series) plus atomic adds and a histogram's short mutex: about 45 ns per run
+//! and 20 ns per host call optimised, a few hundred ns in the unoptimised dev profile (the
+//! `recording_cost` test prints them).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
