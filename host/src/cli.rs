@@ -25,9 +25,57 @@ pub struct Cli {
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `quarry=debug`.
     #[arg(long, global = true, env = "QUARRY_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "QUARRY_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// tracing-subscriber's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339), `level`, `target`, `fields` (the
+    /// event's fields, `message` included), `span` (the innermost span's name and fields) and
+    /// `spans` (every span the event is in, outermost first).
+    Json,
+}
+
+/// The subscriber `quarry` logs through: events that pass `filter`, written to `writer`
+/// (stderr in the binary) as `format` says.
+pub fn log_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    format: LogFormat,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_ansi(false)
+                .finish(),
+        ),
+    }
 }
 
 /// Subcommands.
@@ -484,4 +532,99 @@ async fn check_config(
         if cfg.enabled { "enabled" } else { "disabled" }
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A log writer whose output the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `format` writes for an info event inside a span, plus a filtered-out debug one.
+    fn logged(format: LogFormat) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let subscriber = log_subscriber(filter, format, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let tick = tracing::info_span!("quarry.scheduler.tick", task = "probe", workers = 3);
+            let _tick = tick.enter();
+            let run = tracing::info_span!("quarry.run", attempt = 1);
+            let _run = run.enter();
+            tracing::info!(worker = "10.0.0.7:22555", "run finished");
+            tracing::debug!("below the filter");
+        });
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line_with_fields_and_spans() {
+        let text = logged(LogFormat::Json);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let mut line = lines[0].clone();
+        let timestamp = line["timestamp"].take();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(timestamp.as_str().unwrap()).is_ok(),
+            "{timestamp}"
+        );
+        let tick = json!({"name": "quarry.scheduler.tick", "task": "probe", "workers": 3});
+        let run = json!({"name": "quarry.run", "attempt": 1});
+        assert_eq!(
+            line,
+            json!({
+                "timestamp": null,
+                "level": "INFO",
+                "fields": {"message": "run finished", "worker": "10.0.0.7:22555"},
+                "target": "quarry_host::cli::tests",
+                "span": run,
+                "spans": [tick, run],
+            })
+        );
+    }
+
+    #[test]
+    fn text_logs_stay_the_default_format() {
+        let cli = Cli::try_parse_from(["quarry", "check-config", "q.yml"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let text = logged(cli.log_format);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.starts_with('{'), "{text}");
+        assert!(text.contains("run finished"), "{text}");
+        assert!(text.contains("quarry.scheduler.tick"), "{text}");
+    }
+
+    #[test]
+    fn log_format_is_a_global_flag() {
+        for args in [
+            &["quarry", "--log-format", "json", "check-config", "q.yml"][..],
+            &["quarry", "check-config", "q.yml", "--log-format=json"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.log_format, LogFormat::Json, "{args:?}");
+        }
+        let e = Cli::try_parse_from(["quarry", "--log-format", "xml", "plugins"]).unwrap_err();
+        assert!(e.to_string().contains("possible values: text, json"), "{e}");
+    }
 }

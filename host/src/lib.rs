@@ -16,6 +16,7 @@
 //! - [`server`]: `quarry serve`: the scheduler, plugin watcher and discovery of one config,
 //!   and config reload; [`debounce`]: the quiet-period helper both file watchers use.
 //! - [`api`]: the admin API (REST, metrics, dashboard) over the [`api::ControlPlane`] trait.
+//! - [`metrics`]: the Prometheus metrics behind `/metrics` (a cheap [`metrics::Metrics`] handle).
 //! - [`cli`]: the `quarry` command line; [`scaffold`]: `quarry plugin new/build`.
 //! - [`task`], [`error`]: domain types and error types.
 
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod debounce;
 pub mod error;
+pub mod metrics;
 pub mod plugins;
 pub mod report;
 pub mod run;

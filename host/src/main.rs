@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,10 +19,7 @@ async fn main() -> ExitCode {
         );
         EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    quarry_host::cli::log_subscriber(filter, cli.log_format, std::io::stderr).init();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     match quarry_host::cli::execute(cli, &mut out, &mut err).await {

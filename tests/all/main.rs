@@ -19,6 +19,7 @@ mod hostile;
 mod image_cleanup;
 mod image_pull;
 mod languages;
+mod metrics;
 mod plugins;
 mod reload;
 mod rock_sample;

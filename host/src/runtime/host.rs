@@ -4,12 +4,18 @@
 //! only host bugs would trap (there are none to raise here). Every call is bounded by the
 //! smallest of: the guest's own timeout, the host's per-call limit, and the time left in the
 //! run.
+//!
+//! With [`crate::metrics::Metrics`] on the runtime, every `execute`, `read-file`,
+//! `write-file` and `log` call is counted with the error kind its answer carries and the
+//! time it took (refused calls during `describe`/`validate-config` included).
 
 use std::time::{Duration, Instant};
 
 use super::bindings::host::{self as wit, Host};
 use super::convert;
 use super::{CallContext, RunState};
+use crate::error::ErrorType;
+use crate::metrics::HostCall;
 use crate::workers::{Worker, WorkerError};
 
 /// Extra time given to the worker client beyond a command's own limit, so that the worker's
@@ -50,73 +56,28 @@ impl RunState {
         }
         limit
     }
-}
 
-/// Runs a worker call under `limit + CALL_GRACE`, naming the call when our own timer fires.
-async fn bounded<T>(
-    worker: &Worker,
-    call: &str,
-    limit: Duration,
-    fut: impl Future<Output = Result<T, WorkerError>>,
-) -> Result<T, WorkerError> {
-    match tokio::time::timeout(limit + CALL_GRACE, fut).await {
-        Ok(result) => result,
-        Err(_) => Err(WorkerError::Timeout(format!(
-            "worker {}: {call} did not answer within {:.1}s",
-            worker.addr(),
-            limit.as_secs_f64()
-        ))),
-    }
-}
-
-impl Host for RunState {
-    async fn execute(
-        &mut self,
-        cmd: wit::Command,
-    ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
-        let asked = cmd.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
-        let limit = self.call_limit(asked);
-        let (task, worker) = match self.target("execute") {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(convert::error(e))),
-        };
-        let command = convert::command(cmd, limit);
-        tracing::debug!(
-            task,
-            worker = %worker.addr(),
-            program = %convert::program_summary(&command.program),
-            "quarry.host.execute"
-        );
-        let result = bounded(worker, "execute", limit, worker.execute(&command)).await;
-        Ok(result.map(convert::output).map_err(convert::error))
+    /// Counts a host call of `kind` that started at `started` and was answered with `error`.
+    fn count(&self, kind: HostCall, started: Instant, error: Option<ErrorType>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_host_call(kind, error, started.elapsed());
+        }
     }
 
-    async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<String, wit::Error>> {
-        let limit = self.call_limit(None);
-        let (_, worker) = match self.target("read-file") {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(convert::error(e))),
-        };
-        let result = bounded(worker, "read-file", limit, worker.read_file(&path, limit)).await;
-        Ok(result.map_err(convert::error))
+    /// Counts a host call and turns the worker's answer into the guest's.
+    fn answer<T>(
+        &self,
+        kind: HostCall,
+        started: Instant,
+        result: Result<T, WorkerError>,
+    ) -> Result<T, wit::Error> {
+        self.count(kind, started, result.as_ref().err().map(WorkerError::kind));
+        result.map_err(convert::error)
     }
 
-    async fn write_file(
-        &mut self,
-        path: String,
-        content: String,
-    ) -> wasmtime::Result<Result<(), wit::Error>> {
-        let limit = self.call_limit(None);
-        let (_, worker) = match self.target("write-file") {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(convert::error(e))),
-        };
-        let fut = worker.write_file(&path, &content, limit);
-        let result = bounded(worker, "write-file", limit, fut).await;
-        Ok(result.map_err(convert::error))
-    }
-
-    async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+    /// Emits one guest log line (cut to [`LOG_MESSAGE_MAX_BYTES`]) under the task's name,
+    /// unless the run already logged [`LOG_LINES_PER_RUN`] lines.
+    fn log_line(&mut self, level: wit::LogLevel, message: String) {
         self.log_lines += 1;
         let (task, worker) = match &self.ctx {
             CallContext::Run { task, worker, .. } => (task.as_str(), worker.addr().to_string()),
@@ -126,7 +87,7 @@ impl Host for RunState {
             if self.log_lines == LOG_LINES_PER_RUN + 1 {
                 tracing::warn!(task, %worker, "task logged more than {LOG_LINES_PER_RUN} lines; dropping the rest of this run's log");
             }
-            return Ok(());
+            return;
         }
         let mut message = message;
         if message.len() > LOG_MESSAGE_MAX_BYTES {
@@ -154,6 +115,80 @@ impl Host for RunState {
                 tracing::error!(target: "quarry::task", task, %worker, "{message}")
             }
         }
+    }
+}
+
+/// Runs a worker call under `limit + CALL_GRACE`, naming the call when our own timer fires.
+async fn bounded<T>(
+    worker: &Worker,
+    call: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, WorkerError>>,
+) -> Result<T, WorkerError> {
+    match tokio::time::timeout(limit + CALL_GRACE, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(WorkerError::Timeout(format!(
+            "worker {}: {call} did not answer within {:.1}s",
+            worker.addr(),
+            limit.as_secs_f64()
+        ))),
+    }
+}
+
+impl Host for RunState {
+    async fn execute(
+        &mut self,
+        cmd: wit::Command,
+    ) -> wasmtime::Result<Result<wit::Output, wit::Error>> {
+        let started = Instant::now();
+        let asked = cmd.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let limit = self.call_limit(asked);
+        let (task, worker) = match self.target("execute") {
+            Ok(w) => w,
+            Err(e) => return Ok(self.answer(HostCall::Execute, started, Err(e))),
+        };
+        let command = convert::command(cmd, limit);
+        tracing::debug!(
+            task,
+            worker = %worker.addr(),
+            program = %convert::program_summary(&command.program),
+            "quarry.host.execute"
+        );
+        let result = bounded(worker, "execute", limit, worker.execute(&command)).await;
+        Ok(self.answer(HostCall::Execute, started, result.map(convert::output)))
+    }
+
+    async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<String, wit::Error>> {
+        let started = Instant::now();
+        let limit = self.call_limit(None);
+        let (_, worker) = match self.target("read-file") {
+            Ok(w) => w,
+            Err(e) => return Ok(self.answer(HostCall::ReadFile, started, Err(e))),
+        };
+        let result = bounded(worker, "read-file", limit, worker.read_file(&path, limit)).await;
+        Ok(self.answer(HostCall::ReadFile, started, result))
+    }
+
+    async fn write_file(
+        &mut self,
+        path: String,
+        content: String,
+    ) -> wasmtime::Result<Result<(), wit::Error>> {
+        let started = Instant::now();
+        let limit = self.call_limit(None);
+        let (_, worker) = match self.target("write-file") {
+            Ok(w) => w,
+            Err(e) => return Ok(self.answer(HostCall::WriteFile, started, Err(e))),
+        };
+        let fut = worker.write_file(&path, &content, limit);
+        let result = bounded(worker, "write-file", limit, fut).await;
+        Ok(self.answer(HostCall::WriteFile, started, result))
+    }
+
+    async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        let started = Instant::now();
+        self.log_line(level, message);
+        self.count(HostCall::Log, started, None);
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub use cache::{CompileCache, CompileStats};
 pub use plugin::Plugin;
 
 use crate::error::RunError;
+use crate::metrics::Metrics;
 use crate::task::RunOutcome;
 use crate::workers::Worker;
 
@@ -103,6 +104,8 @@ pub struct Runtime {
     slots: Option<(Arc<tokio::sync::Semaphore>, u32)>,
     cache: Option<CompileCache>,
     stats: CompileStats,
+    /// Where host calls are counted, if anywhere.
+    metrics: Option<Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -213,6 +216,7 @@ impl Runtime {
             slots,
             cache: None,
             stats: CompileStats::default(),
+            metrics: None,
             _ticker: ticker,
         })
     }
@@ -221,6 +225,17 @@ impl Runtime {
     pub fn with_compile_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.cache = Some(CompileCache::new(dir));
         self
+    }
+
+    /// Counts every host call of every run (kind, error kind, duration) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics host calls are counted in, if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Compilation counters (compiled, cache hits, rejected entries).
@@ -293,6 +308,7 @@ impl Runtime {
             call_timeout: self.limits.call_timeout,
             deadline,
             log_lines: 0,
+            metrics: self.metrics.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -455,6 +471,8 @@ pub(crate) struct RunState {
     pub(crate) call_timeout: Duration,
     pub(crate) deadline: Instant,
     pub(crate) log_lines: u32,
+    /// Where this run's host calls are counted, if anywhere.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 impl WasiView for RunState {
