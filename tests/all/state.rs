@@ -45,7 +45,10 @@ async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
         "{again:?}"
     );
     let unknown = control.trigger("nope".into(), vec![]).await;
-    assert!(matches!(unknown, Err(ControlError::UnknownTask { .. })), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(ControlError::UnknownTask { .. })),
+        "{unknown:?}"
+    );
     let bad_worker = control
         .trigger("probe".into(), vec!["10.1.2.3".into()])
         .await;
@@ -67,14 +70,25 @@ async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
     let page = page.expect("two runs recorded");
     let newest = &page.runs[0];
     assert_eq!(
-        (newest.task.as_str(), newest.worker.as_str(), newest.outcome.as_str()),
+        (
+            newest.task.as_str(),
+            newest.worker.as_str(),
+            newest.outcome.as_str()
+        ),
         ("probe", "local", "success")
     );
     assert_eq!(newest.tick_id, t.tick_id);
     assert!(!newest.plugin_sha256.is_empty() && newest.ended_at.is_some());
     let detail = control.run(newest.id).await.unwrap();
-    assert_eq!(detail.detail.as_ref().unwrap()["worker"], "local", "{detail:?}");
-    assert!(matches!(control.run(999_999).await, Err(ControlError::UnknownRun(999_999))));
+    assert_eq!(
+        detail.detail.as_ref().unwrap()["worker"],
+        "local",
+        "{detail:?}"
+    );
+    assert!(matches!(
+        control.run(999_999).await,
+        Err(ControlError::UnknownRun(999_999))
+    ));
     // Filters and pages.
     let one = control
         .runs(RunsQuery {
@@ -103,14 +117,20 @@ async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
     assert!(none.runs.is_empty());
     // The grid and the task view.
     let grid = control.grid().await.unwrap();
-    assert_eq!((grid.tasks.clone(), grid.workers.clone()), (vec!["probe".to_string()], vec!["local".to_string()]));
+    assert_eq!(
+        (grid.tasks.clone(), grid.workers.clone()),
+        (vec!["probe".to_string()], vec!["local".to_string()])
+    );
     assert_eq!(grid.cells[0][0].as_ref().unwrap().outcome, "success");
     let tasks = control.tasks().await.unwrap();
     assert_eq!(tasks[0].last_tick.as_ref().unwrap().id, t.tick_id);
     assert!(tasks[0].cooldown_until.is_some());
 
     // Pause, audit, and a restart that keeps both.
-    control.pause("probe".into(), Some("disk swap".into())).await.unwrap();
+    control
+        .pause("probe".into(), Some("disk swap".into()))
+        .await
+        .unwrap();
     control
         .record_audit(Actor::Token, "pause".into(), "probe".into(), None, 200)
         .await;
@@ -121,7 +141,10 @@ async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
         .unwrap();
     let control = server.control();
     let tasks = control.tasks().await.unwrap();
-    assert!(tasks[0].paused, "a paused task stays paused across a restart");
+    assert!(
+        tasks[0].paused,
+        "a paused task stays paused across a restart"
+    );
     assert_eq!(tasks[0].paused_reason.as_deref(), Some("disk swap"));
     let audit = control.audit(10, None).await.unwrap();
     assert_eq!((audit[0].action.as_str(), audit[0].status), ("pause", 200));

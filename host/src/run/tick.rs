@@ -104,7 +104,19 @@ pub async fn run_tick_with(
         workers = workers.len()
     );
     let runs: Vec<TickRun> = futures::stream::iter(workers.iter().cloned())
-        .map(|w: Worker| async move { run_with_retries(rt, task, &w, settings, control).await })
+        .map(|w: Worker| async move {
+            let r = run_with_retries(rt, task, &w, settings, control).await;
+            if let Some(m) = rt.metrics() {
+                let outcome = match r.note {
+                    Some(RunNote::Cancelled) => crate::metrics::RunResult::Cancelled,
+                    Some(RunNote::Quarantined) => crate::metrics::RunResult::Quarantined,
+                    None => r.run.result.outcome.into(),
+                };
+                let took = r.ended_at.duration_since(r.started_at).unwrap_or_default();
+                m.record_run(task.name(), outcome, took);
+            }
+            r
+        })
         .buffered(settings.concurrency.max(1))
         .collect()
         .instrument(span)
@@ -213,6 +225,9 @@ async fn run_with_retries(
         let pause = retry_delay(attempt, worker.addr());
         if begun.elapsed() + pause >= control.retry_budget {
             return finish(run, attempt, None);
+        }
+        if let Some(m) = rt.metrics() {
+            m.record_retry(task.name());
         }
         tracing::info!(task = task.name(), worker = %worker.addr(), attempt, pause_ms = pause.as_millis() as u64, "retrying after: {}", run.result.error.as_deref().unwrap_or("failure"));
         match &mut cancel {

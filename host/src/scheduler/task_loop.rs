@@ -336,6 +336,9 @@ async fn run_one_tick(ctx: &mut LoopCtx, run: &TaskRun, planned: Planned, status
             .collect(),
     };
     let started_at = SystemTime::now();
+    if let Some(m) = ctx.rt.metrics() {
+        m.set_workers(all.len());
+    }
     let id = match &ctx.sink {
         Some(sink) => sink.tick_started(run, planned.trigger, &workers).await,
         None => next_local_tick_id(),

@@ -102,7 +102,11 @@ impl ServerControl {
     }
 
     /// The workers named in a request, each known to discovery.
-    fn workers(&self, field: &str, asked: &[String]) -> Result<Option<Vec<WorkerAddr>>, ControlError> {
+    fn workers(
+        &self,
+        field: &str,
+        asked: &[String],
+    ) -> Result<Option<Vec<WorkerAddr>>, ControlError> {
         if asked.is_empty() {
             return Ok(None);
         }
@@ -186,12 +190,15 @@ impl ControlPlane for ServerControl {
             };
             let mut by_worker: HashMap<String, Vec<LastRun>> = HashMap::new();
             for l in last {
-                by_worker.entry(l.worker.clone()).or_default().push(LastRun {
-                    task: l.task.to_string(),
-                    run_id: l.run_id.0,
-                    outcome: l.outcome.as_str().into(),
-                    at: time(l.ended_at),
-                });
+                by_worker
+                    .entry(l.worker.clone())
+                    .or_default()
+                    .push(LastRun {
+                        task: l.task.to_string(),
+                        run_id: l.run_id.0,
+                        outcome: l.outcome.as_str().into(),
+                        at: time(l.ended_at),
+                    });
             }
             Ok(workers
                 .iter()
@@ -211,15 +218,34 @@ impl ControlPlane for ServerControl {
 
     fn grid(&self) -> BoxFuture<'_, Result<GridView, ControlError>> {
         Box::pin(async move {
-            let tasks: Vec<String> = self.tasks.borrow().iter().map(|t| t.plugin.to_string()).collect();
+            let tasks: Vec<String> = self
+                .tasks
+                .borrow()
+                .iter()
+                .map(|t| t.plugin.to_string())
+                .collect();
             let env = self.env.borrow().clone();
-            let workers: Vec<String> = env.workers.borrow().iter().map(|w| w.addr().to_string()).collect();
+            let workers: Vec<String> = env
+                .workers
+                .borrow()
+                .iter()
+                .map(|w| w.addr().to_string())
+                .collect();
             let last = self.state()?.last_outcomes(None).await.map_err(state_err)?;
-            let col: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
-            let row: HashMap<&str, usize> = workers.iter().enumerate().map(|(i, w)| (w.as_str(), i)).collect();
+            let col: HashMap<&str, usize> = tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.as_str(), i))
+                .collect();
+            let row: HashMap<&str, usize> = workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.as_str(), i))
+                .collect();
             let mut cells = vec![vec![None; tasks.len()]; workers.len()];
             for l in last {
-                if let (Some(&r), Some(&c)) = (row.get(l.worker.as_str()), col.get(l.task.as_str())) {
+                if let (Some(&r), Some(&c)) = (row.get(l.worker.as_str()), col.get(l.task.as_str()))
+                {
                     cells[r][c] = Some(GridCell {
                         run_id: l.run_id.0,
                         outcome: l.outcome.as_str().into(),
@@ -227,7 +253,11 @@ impl ControlPlane for ServerControl {
                     });
                 }
             }
-            Ok(GridView { tasks, workers, cells })
+            Ok(GridView {
+                tasks,
+                workers,
+                cells,
+            })
         })
     }
 
@@ -239,17 +269,23 @@ impl ControlPlane for ServerControl {
             };
             let limit = q.limit.unwrap_or(RUNS_PAGE_DEFAULT);
             if !(1..=RUNS_PAGE_MAX).contains(&limit) {
-                return Err(invalid("limit", format!("{limit} is out of range (1-{RUNS_PAGE_MAX})")));
+                return Err(invalid(
+                    "limit",
+                    format!("{limit} is out of range (1-{RUNS_PAGE_MAX})"),
+                ));
             }
-            let parse_time = |field: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ControlError> {
-                v.as_deref()
-                    .map(|s| {
-                        DateTime::parse_from_rfc3339(s)
-                            .map(|t| t.with_timezone(&Utc))
-                            .map_err(|e| invalid(field, format!("{s:?} is not an RFC 3339 time: {e}")))
-                    })
-                    .transpose()
-            };
+            let parse_time =
+                |field: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ControlError> {
+                    v.as_deref()
+                        .map(|s| {
+                            DateTime::parse_from_rfc3339(s)
+                                .map(|t| t.with_timezone(&Utc))
+                                .map_err(|e| {
+                                    invalid(field, format!("{s:?} is not an RFC 3339 time: {e}"))
+                                })
+                        })
+                        .transpose()
+                };
             let task = match &q.task {
                 Some(t) => Some(self.handle(t)?.0),
                 None => None,
@@ -273,7 +309,9 @@ impl ControlPlane for ServerControl {
                 None => Page::first(limit),
             };
             let rows = self.state()?.runs(filter, page).await.map_err(state_err)?;
-            let next = (rows.len() as u32 == limit).then(|| rows.last().map(|r| r.id.0)).flatten();
+            let next = (rows.len() as u32 == limit)
+                .then(|| rows.last().map(|r| r.id.0))
+                .flatten();
             Ok(RunsPage {
                 runs: rows.into_iter().map(|r| run_view(r, false)).collect(),
                 next,
@@ -323,20 +361,27 @@ impl ControlPlane for ServerControl {
         let views = handles
             .iter()
             .flat_map(|(name, h)| {
-                h.quarantine().list().into_iter().map(move |q| QuarantineView {
-                    task: name.to_string(),
-                    worker: q.worker.to_string(),
-                    since: q.entry.since.map(rfc3339).unwrap_or_default(),
-                    until: q.entry.until.map(rfc3339).unwrap_or_default(),
-                    consecutive_failures: q.entry.consecutive,
-                    reason: q.entry.reason,
-                })
+                h.quarantine()
+                    .list()
+                    .into_iter()
+                    .map(move |q| QuarantineView {
+                        task: name.to_string(),
+                        worker: q.worker.to_string(),
+                        since: q.entry.since.map(rfc3339).unwrap_or_default(),
+                        until: q.entry.until.map(rfc3339).unwrap_or_default(),
+                        consecutive_failures: q.entry.consecutive,
+                        reason: q.entry.reason,
+                    })
             })
             .collect();
         Box::pin(async move { Ok(views) })
     }
 
-    fn audit(&self, limit: u32, before: Option<i64>) -> BoxFuture<'_, Result<Vec<AuditEntry>, ControlError>> {
+    fn audit(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> BoxFuture<'_, Result<Vec<AuditEntry>, ControlError>> {
         Box::pin(async move {
             let page = match before {
                 Some(b) => Page::before(b, limit),
@@ -358,7 +403,11 @@ impl ControlPlane for ServerControl {
         })
     }
 
-    fn trigger(&self, task: String, workers: Vec<String>) -> BoxFuture<'_, Result<Triggered, ControlError>> {
+    fn trigger(
+        &self,
+        task: String,
+        workers: Vec<String>,
+    ) -> BoxFuture<'_, Result<Triggered, ControlError>> {
         Box::pin(async move {
             let (name, h) = self.handle(&task)?;
             let chosen = self.workers("workers", &workers)?;
@@ -392,7 +441,11 @@ impl ControlPlane for ServerControl {
         Box::pin(async move { self.handle(&task)?.1.cancel().await })
     }
 
-    fn pause(&self, task: String, reason: Option<String>) -> BoxFuture<'_, Result<(), ControlError>> {
+    fn pause(
+        &self,
+        task: String,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move {
             let reason = reason
                 .filter(|r| !r.trim().is_empty())
@@ -405,7 +458,11 @@ impl ControlPlane for ServerControl {
         Box::pin(async move { self.handle(&task)?.1.resume().await })
     }
 
-    fn lift_quarantine(&self, task: String, worker: String) -> BoxFuture<'_, Result<(), ControlError>> {
+    fn lift_quarantine(
+        &self,
+        task: String,
+        worker: String,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move {
             let (name, h) = self.handle(&task)?;
             let not = || ControlError::NotQuarantined {

@@ -15,12 +15,13 @@ use tokio::sync::watch;
 
 use anyhow::Context as _;
 
+use crate::config::TaskConfig;
 use crate::config::{Config, FieldError};
+use crate::metrics::Metrics;
 use crate::plugins::PluginSet;
 use crate::plugins::watch::PluginWatcher;
 use crate::runtime::Runtime;
 use crate::scheduler::{ApplySummary, ScheduledTask, Scheduler, TickEnv};
-use crate::config::TaskConfig;
 use crate::scheduler::{Paused, TickSink};
 use crate::state::{Retention, StateDb, StateHandle};
 use crate::workers;
@@ -109,8 +110,10 @@ pub struct Server {
     tasks: watch::Sender<Arc<Vec<TaskConfig>>>,
     /// The retention in force, read by the pruning task.
     retention: watch::Sender<Retention>,
-    /// Stops background tasks (pruning).
+    /// Stops background tasks (pruning, plugin counting).
     stop: watch::Sender<bool>,
+    /// What `/metrics` shows.
+    metrics: Metrics,
 }
 
 async fn discover(cfg: &Config) -> (workers::discovery::DiscoveryHandle, TickEnv) {
@@ -150,7 +153,8 @@ impl Server {
         if let Some(dir) = &cfg.paths.cache_dir {
             runtime = runtime.with_compile_cache(dir);
         }
-        let rt = Arc::new(runtime);
+        let metrics = Metrics::new();
+        let rt = Arc::new(runtime.with_metrics(metrics.clone()));
         let dir = &cfg.paths.plugins_dir;
         let plugins = PluginSet::scan(&rt, dir, &PluginSet::default(), &[])
             .await
@@ -186,6 +190,11 @@ impl Server {
         let scheduler =
             Scheduler::start_recorded(rt.clone(), tasks, watcher.subscribe(), env, sink, paused);
         let (tasks, _) = watch::channel(Arc::new(cfg.tasks.clone()));
+        tokio::spawn(count_plugins(
+            watcher.subscribe(),
+            metrics.clone(),
+            stop.subscribe(),
+        ));
         Ok(Server {
             config_path: config_path.to_path_buf(),
             cfg,
@@ -197,6 +206,7 @@ impl Server {
             tasks,
             retention,
             stop,
+            metrics,
         })
     }
 
@@ -262,6 +272,11 @@ impl Server {
         }
     }
 
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// What the admin API sees of this server and can do to it.
     pub fn control(&self) -> Arc<control::ServerControl> {
         Arc::new(control::ServerControl {
@@ -280,10 +295,13 @@ impl Server {
 /// and reads back which tasks are paused; every later pause is written to it.
 async fn open_state(cfg: &Config) -> anyhow::Result<(Option<StateDb>, Paused)> {
     let Some(path) = &cfg.paths.state_db else {
-        tracing::warn!("quarry.state_db is none: no run history, pauses are not kept across restarts");
+        tracing::warn!(
+            "quarry.state_db is none: no run history, pauses are not kept across restarts"
+        );
         return Ok((None, Paused::default()));
     };
-    let db = StateDb::open(path).with_context(|| format!("opening the state database {}", path.display()))?;
+    let db = StateDb::open(path)
+        .with_context(|| format!("opening the state database {}", path.display()))?;
     let r = db.recovery();
     if r.runs_interrupted > 0 || r.ticks_interrupted > 0 {
         tracing::warn!(
@@ -294,9 +312,11 @@ async fn open_state(cfg: &Config) -> anyhow::Result<(Option<StateDb>, Paused)> {
     }
     let state = db.handle();
     let hook_state = state.clone();
-    let paused = Paused::with_hook(Arc::new(move |task: &crate::task::TaskName, reason: Option<&str>| {
-        hook_state.set_paused(task, reason.is_some(), reason.map(String::from));
-    }));
+    let paused = Paused::with_hook(Arc::new(
+        move |task: &crate::task::TaskName, reason: Option<&str>| {
+            hook_state.set_paused(task, reason.is_some(), reason.map(String::from));
+        },
+    ));
     match state.task_states().await {
         Ok(rows) => {
             for t in rows.into_iter().filter(|t| t.paused) {
@@ -309,6 +329,33 @@ async fn open_state(cfg: &Config) -> anyhow::Result<(Option<StateDb>, Paused)> {
     }
     tracing::info!(file = %path.display(), "state database open");
     Ok((Some(db), paused))
+}
+
+/// Keeps the plugin gauges current and counts plugin reloads, until `stop`.
+async fn count_plugins(
+    mut plugins: watch::Receiver<Arc<PluginSet>>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::metrics::{Reload, ReloadResult};
+    let mut first = true;
+    loop {
+        let set = plugins.borrow_and_update().clone();
+        metrics.set_plugins(set.iter().count(), set.errors().len());
+        if !first {
+            let result = if set.errors().is_empty() {
+                ReloadResult::Applied
+            } else {
+                ReloadResult::Rejected
+            };
+            metrics.record_reload(Reload::Plugins, result);
+        }
+        first = false;
+        tokio::select! {
+            r = plugins.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Prunes old history every [`PRUNE_EVERY`] (and once at start) until `stop`.
@@ -401,8 +448,22 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> an
             }
         }
         last = std::fs::read(config_path).ok();
-        if let Err(e) = server.reload().await {
-            tracing::error!("config rejected, the running config stays: {e}");
+        use crate::metrics::{Reload, ReloadResult};
+        match server.reload().await {
+            Ok(summary) => {
+                server
+                    .metrics
+                    .record_reload(Reload::Config, ReloadResult::Applied);
+                for t in &summary.removed {
+                    server.metrics.forget_task(t.as_str());
+                }
+            }
+            Err(e) => {
+                server
+                    .metrics
+                    .record_reload(Reload::Config, ReloadResult::Rejected);
+                tracing::error!("config rejected, the running config stays: {e}");
+            }
         }
     }
     drop(watcher);

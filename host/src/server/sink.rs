@@ -45,7 +45,13 @@ impl StateSink {
 
     /// Writes what changed in `tracked` and `quarantine` since the last call for `task`
     /// (with `write` false, only remembers them as written: they were just read back).
-    fn write_changes(&self, task: &TaskName, tracked: &Tracked, quarantine: &Quarantine, write: bool) {
+    fn write_changes(
+        &self,
+        task: &TaskName,
+        tracked: &Tracked,
+        quarantine: &Quarantine,
+        write: bool,
+    ) {
         let now = tracked.snapshot();
         let q_now: HashMap<WorkerAddr, Entry> = quarantine
             .list()
@@ -90,7 +96,11 @@ impl StateSink {
                 });
             }
         }
-        for w in written.quarantines.keys().filter(|w| !q_now.contains_key(*w)) {
+        for w in written
+            .quarantines
+            .keys()
+            .filter(|w| !q_now.contains_key(*w))
+        {
             self.state.clear_quarantine(task, &w.to_string());
         }
         written.procs = now;
