@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod config_reload;
 mod control;
+mod crash;
 mod daemons;
 mod discovery;
 mod docker_tasks;
