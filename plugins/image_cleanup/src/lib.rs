@@ -155,12 +155,22 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
             Some(pid)
         }
         None => match launch(worker, config) {
-            Ok(pid) => {
+            Ok(Launched::Started(pid)) => {
                 worker.log(
                     LogLevel::Info,
                     &format!("image_cleanup: docuum started (pid {pid})"),
                 );
                 detail.insert("action".into(), "launched".into());
+                Some(pid)
+            }
+            Ok(Launched::Adopted(pid)) => {
+                worker.log(
+                    LogLevel::Info,
+                    &format!(
+                        "image_cleanup: docuum with this task's command line already runs (pid {pid}); adopted, not started again"
+                    ),
+                );
+                detail.insert("action".into(), "adopted".into());
                 Some(pid)
             }
             Err(why) => {
@@ -225,9 +235,15 @@ fn prune(worker: &mut impl Worker, keep: &str) -> Result<Prune, Error> {
     })
 }
 
-/// The launch script: checks that docuum is installed, starts it detached with its output in
-/// the log, waits one second and prints its pid if it is still alive, else its exit status
-/// and the end of its log.
+/// The launch script: checks that docuum is installed; adopts a live docuum that runs with
+/// exactly this task's arguments (one launched by a Quarry that was killed before it could
+/// record the pid: two must never run); else starts it detached with its output in the log,
+/// waits one second and prints its pid if it is still alive, else its exit status and the end
+/// of its log.
+///
+/// A process matches when its `comm` is the program's file name (cut to the kernel's 15 bytes)
+/// and its command line ends with exactly the arguments the task would pass (so a `docuum`
+/// found on `PATH`, an absolute path or a script interpreter in front all match).
 pub fn launch_script(config: &Config) -> String {
     let mut docuum = vec![
         quote(&config.docuum_path),
@@ -253,8 +269,30 @@ pub fn launch_script(config: &Config) -> String {
         ),
         None => String::new(),
     };
+    let args = docuum[1..].join(" ");
+    let base = config
+        .docuum_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&config.docuum_path);
+    let comm: String = base
+        .chars()
+        .scan(0, |n, c| {
+            *n += c.len_utf8();
+            (*n <= 15).then_some(c)
+        })
+        .collect();
     format!(
         "command -v {prog} >/dev/null 2>&1 || {{ echo '@@quarry-missing'; exit 0; }}\n\
+         want=$(printf '\\n%s' {args})\n\
+         for d in /proc/[0-9]*; do\n\
+         \x20 {{ read -r c < \"$d/comm\"; }} 2>/dev/null || continue\n\
+         \x20 [ \"$c\" = {comm} ] || continue\n\
+         \x20 got=$(tr '\\0' '\\n' < \"$d/cmdline\" 2>/dev/null) || continue\n\
+         \x20 case \"$got\" in *\"$want\") ;; *) continue;; esac\n\
+         \x20 st=$(sed 's/.*) //' \"$d/stat\" 2>/dev/null | cut -d' ' -f1)\n\
+         \x20 [ -n \"$st\" ] && [ \"$st\" != Z ] && {{ echo \"@@quarry-adopted=${{d#/proc/}}\"; exit 0; }}\n\
+         done\n\
          log={log}; [ -n \"$log\" ] || log=/dev/null\n\
          {state}\
          nohup {cmd} >>\"$log\" 2>&1 </dev/null &\n\
@@ -266,11 +304,21 @@ pub fn launch_script(config: &Config) -> String {
          [ \"$log\" = /dev/null ] || tail -n 5 \"$log\"\n",
         prog = quote(&config.docuum_path),
         cmd = docuum.join(" "),
+        comm = quote(&comm),
     )
 }
 
-/// Starts docuum; its pid, or why it is not running.
-fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
+/// What [`launch`] found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launched {
+    /// Started docuum: its pid.
+    Started(u32),
+    /// A docuum with this task's arguments already ran: its pid.
+    Adopted(u32),
+}
+
+/// Starts (or adopts) docuum; its pid, or why it is not running.
+fn launch(worker: &mut impl Worker, config: &Config) -> Result<Launched, String> {
     let out = worker
         .execute(&Command::shell(launch_script(config)).timeout(LAUNCH_TIMEOUT))
         .map_err(|e| format!("launching docuum failed: {}", e.describe()))?;
@@ -283,12 +331,17 @@ fn launch(worker: &mut impl Worker, config: &Config) -> Result<u32, String> {
             config.docuum_path
         ));
     }
-    if let Some(pid) = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("@@quarry-pid="))
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    {
-        return Ok(pid);
+    let marked = |mark: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(mark))
+            .and_then(|p| p.trim().parse::<u32>().ok())
+    };
+    if let Some(pid) = marked("@@quarry-adopted=") {
+        return Ok(Launched::Adopted(pid));
+    }
+    if let Some(pid) = marked("@@quarry-pid=") {
+        return Ok(Launched::Started(pid));
     }
     let exit = stdout
         .lines()

@@ -252,3 +252,55 @@ fn the_prune_script_quotes_its_value() {
     let c = config(json!({"state_dir": "/var/lib/it's here"})).unwrap();
     assert!(launch_script(&c).contains("XDG_DATA_HOME='/var/lib/it'\\''s here'"));
 }
+
+/// A fake docuum that keeps its own command line (it waits for a child instead of `exec`), as
+/// the real binary does.
+fn waiting_docuum(dir: &Path) -> String {
+    let path = dir.join("docuum");
+    std::fs::write(&path, "#!/bin/sh\nsleep 30 &\nwait\n").unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", path.to_str().unwrap()])
+        .status()
+        .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_docuum_with_this_tasks_arguments_is_adopted_not_started_twice() {
+    // What a restart after `kill -9` of Quarry inside the launch window finds: docuum runs, but
+    // no pid is on record. Two must never run.
+    let tmp = Tmp::new("adopt");
+    let docuum = waiting_docuum(&tmp.0);
+    let c = config(json!({
+        "docuum_path": docuum,
+        "disk_threshold": "10 GB",
+        "image_whitelist": ["^keep/*:x y$"],
+        "keep_build_storage": null,
+    }))
+    .unwrap();
+    let mut running = std::process::Command::new(&docuum)
+        .args(["--threshold", "10 GB", "--keep", "^keep/*:x y$"])
+        .spawn()
+        .unwrap();
+    // Another docuum with other arguments is not this task's.
+    let mut other = std::process::Command::new(&docuum)
+        .args(["--threshold", "99 GB"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut w = sh(&tmp.0, None);
+    let out = tick(&mut w, &c);
+    let _ = running.kill();
+    let _ = other.kill();
+    let _ = running.wait();
+    let _ = other.wait();
+    assert_eq!(out.detail["action"], "adopted", "{:?}", out.detail);
+    assert_eq!(out.pid, Some(running.id()));
+    // Without it, a launch starts a new one.
+    let mut w = sh(&tmp.0, None);
+    let out = tick(&mut w, &c);
+    let pid = out.pid.expect("launched");
+    kill(pid);
+    assert_eq!(out.detail["action"], "launched", "{:?}", out.detail);
+    assert_ne!(Some(pid), Some(running.id()));
+}
