@@ -11,6 +11,7 @@
 //! - [`client`]: the HTTP client the `quarry` CLI verbs use.
 
 pub mod auth;
+pub mod client;
 pub mod http;
 pub mod model;
 mod query;
