@@ -308,6 +308,34 @@ mod tests {
         assert!(msg.contains("must be a JSON object, not an array"), "{msg}");
     }
 
+    #[tokio::test]
+    async fn oversized_bodies_are_413_with_or_without_a_length() {
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // No Content-Length (as a chunked body): the limit stops the read.
+        let e = JsonBody::read(&headers, Body::from(big.clone()))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{e:?}");
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(big.len()));
+        let e = JsonBody::read(&headers, Body::empty()).await.err().unwrap();
+        assert_eq!(
+            e.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "declared: not even read"
+        );
+        let ok = JsonBody::read(&HeaderMap::new(), Body::from(vec![b' '; MAX_BODY_BYTES])).await;
+        assert!(
+            ok.unwrap().value.is_none(),
+            "blank, at the cap, no content type needed"
+        );
+    }
+
     #[test]
     fn empty_body_is_an_empty_object() {
         let b = JsonBody { value: None };
