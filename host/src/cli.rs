@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
 use crate::plugins::PluginSet;
@@ -131,6 +131,88 @@ pub enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Show every task of a running `quarry serve` (through its admin API).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List runs of a running `quarry serve`, newest first.
+    Runs {
+        /// Only this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this worker (address).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only this outcome (`success`, `failed`, `timeout`, …).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// How many (1-1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Runs older than this run id (the next page).
+        #[arg(long)]
+        before: Option<i64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run a task now on a running `quarry serve`, outside its schedule.
+    Trigger {
+        /// Task name.
+        task: String,
+        /// Worker address; repeatable; default: every worker.
+        #[arg(long = "worker", short)]
+        workers: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel a task's tick in flight on a running `quarry serve`.
+    Cancel {
+        /// Task name.
+        task: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Pause a task: no scheduled tick runs until it is resumed.
+    Pause {
+        /// Task name.
+        task: String,
+        /// Why (shown by `quarry status` and the dashboard).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resume a paused or halted task.
+    Resume {
+        /// Task name.
+        task: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Lift a task's quarantine on one worker.
+    Unquarantine {
+        /// Task name.
+        task: String,
+        /// Worker address, as `GET /api/v1/quarantines` names it.
+        worker: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// How the API verbs reach the server.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Base URL of the server's admin API.
+    #[arg(long, env = "QUARRY_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// File holding the bearer token (the server's quarry.api.token_file).
+    #[arg(long, env = "QUARRY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON answer instead of a table or a sentence.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `quarry plugin …`.
@@ -203,7 +285,222 @@ pub async fn execute(
         Command::Plugins { plugins_dir } => list_plugins(&plugins_dir, out, err).await,
         Command::CheckConfig { file } => check_config(&file, out, err).await,
         Command::Plugin { action } => plugin_action(action, out, err).await,
+        Command::Status { api } => api_verb(&api, ApiCall::Status, out, err).await,
+        Command::Runs {
+            task,
+            worker,
+            outcome,
+            limit,
+            before,
+            api,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            let filters = [("task", task), ("worker", worker), ("outcome", outcome)];
+            query.extend(filters.into_iter().filter_map(|(k, v)| Some((k, v?))));
+            query.extend(before.map(|b| ("before", b.to_string())));
+            api_verb(&api, ApiCall::Runs(query), out, err).await
+        }
+        Command::Trigger { task, workers, api } => {
+            api_verb(&api, ApiCall::Trigger(task, workers), out, err).await
+        }
+        Command::Cancel { task, api } => api_verb(&api, ApiCall::Cancel(task), out, err).await,
+        Command::Pause { task, reason, api } => {
+            api_verb(&api, ApiCall::Pause(task, reason), out, err).await
+        }
+        Command::Resume { task, api } => api_verb(&api, ApiCall::Resume(task), out, err).await,
+        Command::Unquarantine { task, worker, api } => {
+            api_verb(&api, ApiCall::Lift(task, worker), out, err).await
+        }
     }
+}
+
+/// One API verb, with its arguments.
+enum ApiCall {
+    Status,
+    Runs(Vec<(&'static str, String)>),
+    Trigger(String, Vec<String>),
+    Cancel(String),
+    Pause(String, Option<String>),
+    Resume(String),
+    Lift(String, String),
+}
+
+impl ApiCall {
+    fn verb(&self) -> &'static str {
+        match self {
+            ApiCall::Status => "status",
+            ApiCall::Runs(_) => "runs",
+            ApiCall::Trigger(..) => "trigger",
+            ApiCall::Cancel(_) => "cancel",
+            ApiCall::Pause(..) => "pause",
+            ApiCall::Resume(_) => "resume",
+            ApiCall::Lift(..) => "unquarantine",
+        }
+    }
+}
+
+/// `quarry status|runs|trigger|cancel|pause|resume|unquarantine`: one call to the admin API;
+/// the answer as a table or a sentence (or `--json`). Exit 0 on success, 2 when the request
+/// was wrong (bad flag, unknown task), 1 when it could not be done (unreachable, 401/403,
+/// conflict, cooldown, server error).
+async fn api_verb(
+    args: &ApiArgs,
+    call: ApiCall,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let verb = call.verb();
+    match api_call(args, call, out).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            writeln!(err, "quarry {verb}: {e}")?;
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+async fn api_call(args: &ApiArgs, call: ApiCall, out: &mut dyn Write) -> Result<(), ApiVerbError> {
+    use crate::api::client::ApiClient;
+    use reqwest::Method;
+    let token = match &args.token_file {
+        Some(p) => Some(ApiClient::read_token_file(p)?),
+        None => None,
+    };
+    let client = ApiClient::new(&args.api, token)?;
+    let (method, segments, query, body): (Method, Vec<&str>, _, _) = match &call {
+        ApiCall::Status => (Method::GET, vec!["tasks"], vec![], None),
+        ApiCall::Runs(q) => (Method::GET, vec!["runs"], q.clone(), None),
+        ApiCall::Trigger(t, w) => (
+            Method::POST,
+            vec!["tasks", t, "trigger"],
+            vec![],
+            (!w.is_empty()).then(|| serde_json::json!({ "workers": w })),
+        ),
+        ApiCall::Cancel(t) => (Method::POST, vec!["tasks", t, "cancel"], vec![], None),
+        ApiCall::Pause(t, r) => (
+            Method::POST,
+            vec!["tasks", t, "pause"],
+            vec![],
+            r.as_ref().map(|r| serde_json::json!({ "reason": r })),
+        ),
+        ApiCall::Resume(t) => (Method::POST, vec!["tasks", t, "resume"], vec![], None),
+        ApiCall::Lift(t, w) => (Method::DELETE, vec!["quarantines", t, w], vec![], None),
+    };
+    let segments: Vec<&str> = ["api", "v1"].into_iter().chain(segments).collect();
+    let answer = client
+        .call(method, &segments, &query, body.as_ref())
+        .await?;
+    if args.json {
+        if let Some(v) = &answer {
+            writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+        }
+        return Ok(());
+    }
+    let value = answer.unwrap_or(serde_json::Value::Null);
+    match call {
+        ApiCall::Status => print_tasks(&serde_json::from_value::<Vec<_>>(value)?, out)?,
+        ApiCall::Runs(_) => print_runs(&serde_json::from_value(value)?, out)?,
+        ApiCall::Trigger(task, _) => {
+            let t: crate::api::model::Triggered = serde_json::from_value(value)?;
+            writeln!(
+                out,
+                "triggered {task}: tick {} on {} worker(s); see `quarry runs --task {task}`",
+                t.tick_id,
+                t.workers.len()
+            )?;
+        }
+        ApiCall::Cancel(task) => writeln!(out, "cancelling {task}'s tick in flight")?,
+        ApiCall::Pause(task, _) => writeln!(out, "paused {task}")?,
+        ApiCall::Resume(task) => writeln!(out, "resumed {task}")?,
+        ApiCall::Lift(task, worker) => writeln!(out, "lifted {task}'s quarantine on {worker}")?,
+    }
+    Ok(())
+}
+
+/// What can go wrong in an API verb: the call, or printing its answer.
+#[derive(Debug, thiserror::Error)]
+enum ApiVerbError {
+    #[error(transparent)]
+    Client(#[from] crate::api::client::ClientError),
+    #[error("the server's answer is not what this quarry expects: {0}")]
+    Shape(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl ApiVerbError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ApiVerbError::Client(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+fn dash(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
+}
+
+/// `quarry status`'s table.
+fn print_tasks(tasks: &[crate::api::model::TaskView], out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:<10} {:>9}  {:<27} {:<6} {:<12} {:>11}",
+        "TASK", "PLUGIN", "INTERVAL", "NEXT TICK", "PAUSED", "LAST TICK", "QUARANTINED"
+    )?;
+    for t in tasks {
+        let last = match (&t.in_flight, &t.last_tick) {
+            (Some(_), _) => "running",
+            (None, Some(l)) => l.outcome.as_str(),
+            (None, None) => "-",
+        };
+        writeln!(
+            out,
+            "{:<24} {:<10} {:>8}s  {:<27} {:<6} {:<12} {:>11}",
+            t.name,
+            dash(t.plugin.as_ref().map(|p| p.version.as_str())),
+            t.interval_seconds,
+            dash(t.next_tick.as_deref()),
+            if t.paused { "yes" } else { "no" },
+            last,
+            t.quarantined_workers
+        )?;
+    }
+    for t in tasks.iter().filter(|t| t.paused) {
+        writeln!(out, "{}: {}", t.name, dash(t.paused_reason.as_deref()))?;
+    }
+    Ok(())
+}
+
+/// `quarry runs`' table.
+fn print_runs(page: &crate::api::model::RunsPage, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>8} {:<20} {:<22} {:<12} {:<27} ERROR",
+        "ID", "TASK", "WORKER", "OUTCOME", "STARTED"
+    )?;
+    for r in &page.runs {
+        let error = match (&r.error_type, &r.error) {
+            (Some(t), Some(e)) => format!("{t}: {e}"),
+            (None, Some(e)) => e.clone(),
+            (Some(t), None) => t.clone(),
+            (None, None) => String::new(),
+        };
+        writeln!(
+            out,
+            "{:>8} {:<20} {:<22} {:<12} {:<27} {}",
+            r.id,
+            r.task,
+            r.worker,
+            r.outcome,
+            r.started_at,
+            error.lines().next().unwrap_or("")
+        )?;
+    }
+    if let Some(next) = page.next {
+        writeln!(out, "(more: --before {next})")?;
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

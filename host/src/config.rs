@@ -48,6 +48,9 @@ pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 60;
 pub const MAX_CALL_TIMEOUT_SECS: u64 = 70;
 /// Linear memory per run. Python and JavaScript guests need tens of MiB.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 256;
+/// Where the admin API listens when the config says nothing: loopback only, so that no token
+/// is needed to start and nothing is exposed by default.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
 /// Lifetime of Ray's worker list when the config gives none. ROCK's default was an hour, so
 /// new workers waited up to an hour and dead ones failed for an hour.
 pub const DEFAULT_WORKER_CACHE_TTL_SECS: u64 = 60;
@@ -192,6 +195,8 @@ pub struct RawQuarry {
     pub state_db: Option<PathBuf>,
     /// How long run history is kept.
     pub retention: Option<RawRetention>,
+    /// The admin API.
+    pub api: Option<RawApi>,
 }
 
 /// Quarry's `quarry.retention` section.
@@ -202,6 +207,18 @@ pub struct RawRetention {
     pub max_age_days: Option<u32>,
     /// Per task, runs beyond the newest this many are deleted (whole ticks).
     pub max_runs_per_task: Option<u64>,
+}
+
+/// `quarry.api`: the admin API (REST, metrics, dashboard) of `quarry serve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of admin API settings")]
+pub struct RawApi {
+    /// false → no listener (default true).
+    pub enabled: Option<bool>,
+    /// IP address and port (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// A file holding the bearer token (relative: to the config file's directory).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Bounds of `quarry.concurrency`: at least one worker in flight; beyond 10 000 the pool and
@@ -237,6 +254,20 @@ pub struct Config {
     pub quarantine: QuarantinePolicy,
     /// How long run history is kept: applied at the next pruning.
     pub retention: Retention,
+    /// The admin API: read at start, so a change needs a restart.
+    pub api: ApiSettings,
+}
+
+/// The admin API's validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// false → `quarry serve` opens no listener.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The bearer token's file, resolved against the config's directory; read once at start
+    /// by [`crate::api::auth::ApiAuth::load`]. Required when `listen` is not loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Files and directories Quarry opens at start.
@@ -402,6 +433,7 @@ impl Config {
         let quarantine = quarantine_policy(q.quarantine.as_ref(), &mut problems);
         let retention = retention(q.retention.as_ref(), &mut problems);
         let report_dir = run.as_ref().and_then(|r| r.report_dir.clone());
+        let api = api_settings(q.api.as_ref(), base, &mut problems);
         let paths = PathsConfig {
             state_db: match &q.state_db {
                 Some(p) if p.as_os_str() == "none" => None,
@@ -419,8 +451,8 @@ impl Config {
                 None => default_cache_dir(&env),
             },
         };
-        match (problems.0.is_empty(), discovery, run, runtime) {
-            (true, Some(discovery), Some(run), Some(runtime)) => Ok(Config {
+        match (problems.0.is_empty(), discovery, run, runtime, api) {
+            (true, Some(discovery), Some(run), Some(runtime), Some(api)) => Ok(Config {
                 enabled: sched.enabled,
                 tasks,
                 runtime,
@@ -429,13 +461,14 @@ impl Config {
                 discovery,
                 quarantine,
                 retention,
+                api,
             }),
             _ => Err(problems.0),
         }
     }
 
     /// The settings that differ from `running`'s but apply only at a restart, named as in
-    /// the YAML. Computed from the runtime and paths parts: a field added to either must be
+    /// the YAML. Computed from the runtime, paths and api parts: a field added to any must be
     /// named here (the destructuring does not compile otherwise).
     pub fn restart_only_changes(&self, running: &Config) -> Vec<&'static str> {
         let RuntimeLimits {
@@ -448,7 +481,13 @@ impl Config {
             cache_dir,
             state_db,
         } = &self.paths;
+        let ApiSettings {
+            enabled: api_enabled,
+            listen,
+            token_file,
+        } = &self.api;
         let old = (&running.runtime, &running.paths);
+        let old_api = &running.api;
         [
             ("quarry.plugins_dir", *plugins_dir != old.1.plugins_dir),
             (
@@ -462,6 +501,9 @@ impl Config {
             ("quarry.cache_dir", *cache_dir != old.1.cache_dir),
             ("quarry.compile", compile != old.0.compile),
             ("quarry.state_db", *state_db != old.1.state_db),
+            ("quarry.api.enabled", *api_enabled != old_api.enabled),
+            ("quarry.api.listen", *listen != old_api.listen),
+            ("quarry.api.token_file", *token_file != old_api.token_file),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -758,5 +800,36 @@ fn runtime_limits(q: &RawQuarry, problems: &mut Problems) -> Option<RuntimeLimit
         memory_bytes: mem? << 20,
         call_timeout: Duration::from_secs(call?),
         compile: q.compile.unwrap_or_default(),
+    })
+}
+
+/// `quarry.api`: `listen` must be an IP address and port; a listener that is not loopback
+/// needs `token_file` (every call but `/healthz` then needs the token).
+fn api_settings(raw: Option<&RawApi>, base: &Path, problems: &mut Problems) -> Option<ApiSettings> {
+    let default = RawApi::default();
+    let raw = raw.unwrap_or(&default);
+    let enabled = raw.enabled.unwrap_or(true);
+    let text = raw.listen.as_deref().unwrap_or(DEFAULT_API_LISTEN);
+    let Ok(listen) = text.parse::<std::net::SocketAddr>() else {
+        problems.add(
+            "quarry.api.listen",
+            format!("{text:?} is not an IP address and port (e.g. 127.0.0.1:8080 or [::1]:8080)"),
+        );
+        return None;
+    };
+    let token_file = raw.token_file.as_ref().map(|p| base.join(p));
+    if enabled && token_file.is_none() && !crate::api::auth::is_loopback(&listen) {
+        problems.add(
+            "quarry.api.listen",
+            format!(
+                "{listen} is not a loopback address, so quarry.api.token_file must be set (every call but /healthz then needs its bearer token)"
+            ),
+        );
+        return None;
+    }
+    Some(ApiSettings {
+        enabled,
+        listen,
+        token_file,
     })
 }

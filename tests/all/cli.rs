@@ -8,7 +8,8 @@ use quarry_host::cli::{Cli, execute};
 use crate::harness::*;
 use crate::support::real_parts;
 
-async fn quarry(args: &[&str]) -> (ExitCode, String, String) {
+/// Runs `quarry ARGS` in-process: exit code, stdout, stderr.
+pub async fn quarry(args: &[&str]) -> (ExitCode, String, String) {
     let cli = Cli::try_parse_from(std::iter::once("quarry").chain(args.iter().copied())).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = within("quarry command", 120, execute(cli, &mut out, &mut err))

@@ -173,3 +173,19 @@ fn status_dir_defaults_to_rocks_variable() {
     let cfg = Config::from_raw(raw, Path::new("/"), |_| None).unwrap();
     assert_eq!(cfg.run.status_dir, "/data/scheduler_status");
 }
+
+#[test]
+fn api_settings_default_to_loopback_and_resolve_the_token_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid");
+    let cfg = Config::load(&dir.join("api_public.yml")).unwrap();
+    assert!(cfg.api.enabled);
+    assert_eq!(cfg.api.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(cfg.api.token_file, Some(dir.join("api.token")));
+    let sample = Config::load(&dir.join("rock_sample_file_cleanup.yml")).unwrap();
+    assert_eq!(sample.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(sample.api.token_file, None);
+    assert_eq!(
+        cfg.restart_only_changes(&sample),
+        vec!["quarry.api.listen", "quarry.api.token_file"]
+    );
+}

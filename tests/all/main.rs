@@ -5,6 +5,7 @@
 // Tests may print what they measured or skipped.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod api;
 mod cli;
 mod config;
 mod config_reload;

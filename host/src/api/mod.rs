@@ -5,9 +5,18 @@
 //! [`ControlPlane`] trait; `quarry serve` implements it over its scheduler, plugin set and
 //! state database, and tests implement it with a scripted fake. The JSON shapes are in
 //! [`model`]; docs/api.md documents every endpoint with an example.
+//!
+//! - [`http`]: the router ([`http::router`]) and [`http::serve`].
+//! - [`auth`]: the bearer-token policy ([`auth::ApiAuth`]).
+//! - [`client`]: the HTTP client the `quarry` CLI verbs use.
 
 pub mod dashboard;
+pub mod auth;
+pub mod client;
+pub mod http;
 pub mod model;
+mod query;
+mod reply;
 
 use futures::future::BoxFuture;
 
@@ -76,13 +85,14 @@ pub enum ControlError {
     Unavailable(String),
 }
 
-/// Who made a mutating call, for the audit log.
+/// Who made a call, for the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     /// A caller that presented the bearer token.
     Token,
-    /// A caller on a loopback listener without a token configured.
-    Loopback,
+    /// A caller that presented no valid token. Mutating calls always need the token, so
+    /// audit entries with this actor are refusals (401, 403).
+    Anonymous,
 }
 
 impl Actor {
@@ -90,14 +100,16 @@ impl Actor {
     pub fn as_str(&self) -> &'static str {
         match self {
             Actor::Token => "token",
-            Actor::Loopback => "loopback",
+            Actor::Anonymous => "anonymous",
         }
     }
 }
 
 /// What the admin API can see and do. Implemented by `quarry serve` over its scheduler,
 /// plugins and state database; reads must be cheap (snapshots, indexed queries) because the
-/// dashboard polls them during large ticks.
+/// dashboard polls them during large ticks. Every call must return promptly (a trigger starts
+/// a tick, it does not wait for it): the HTTP layer gives up on a request after
+/// [`http::REQUEST_TIMEOUT`] and answers 503.
 pub trait ControlPlane: Send + Sync + 'static {
     /// Every configured task.
     fn tasks(&self) -> BoxFuture<'_, Result<Vec<TaskView>, ControlError>>;
@@ -143,7 +155,11 @@ pub trait ControlPlane: Send + Sync + 'static {
         task: String,
         worker: String,
     ) -> BoxFuture<'_, Result<(), ControlError>>;
-    /// Records a mutating call (after it was answered).
+    /// Records a mutating call, refused or not: `action` is `trigger`, `taskset`, `cancel`,
+    /// `pause`, `resume` or `lift_quarantine`; `target` a task, `task@worker` or (tasksets)
+    /// the tasks comma-separated; `body` the request's JSON if it parsed; `status` the HTTP
+    /// status answered. The HTTP layer awaits it before sending the answer, so it must be
+    /// quick (an insert); it never fails the call.
     fn record_audit(
         &self,
         actor: Actor,

@@ -241,12 +241,12 @@ pub struct AuditEntry {
     pub id: i64,
     /// When.
     pub at: String,
-    /// Who: `token` (the bearer token's holder), `loopback` (no token on a loopback listener)
+    /// Who: `token` (the bearer token's holder), `anonymous` (no valid token: a refused call)
     /// or `cli`.
     pub actor: String,
-    /// What: `trigger`, `cancel`, `pause`, `resume`, `lift_quarantine`.
+    /// What: `trigger`, `taskset`, `cancel`, `pause`, `resume`, `lift_quarantine`.
     pub action: String,
-    /// On what: a task name, or `task@worker`.
+    /// On what: a task name, `task@worker`, or (tasksets) task names comma-separated.
     pub target: String,
     /// The request body, if any.
     pub body: Option<serde_json::Value>,
@@ -263,17 +263,55 @@ pub struct TriggerRequest {
     pub workers: Vec<String>,
 }
 
-/// `POST /api/v1/tasksets` body: ROCK's ops API shape (`taskTypes`, `targetWorkers`); the
-/// snake_case names are accepted too.
+/// `POST /api/v1/tasksets` (and ROCK's `POST /apis/envs/sandbox/v1/ops/tasksets`) body:
+/// ROCK's ops API shape, `{"spec": {"taskTypes": [...], "targetWorkers": [...]}}`; the
+/// snake_case names are accepted too. An empty body is `{"spec": {}}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksetRequest {
-    /// Tasks to trigger (names or ROCK class paths).
-    #[serde(alias = "taskTypes")]
-    pub task_types: Vec<String>,
-    /// Workers; empty = every worker.
-    #[serde(default, alias = "targetWorkers")]
-    pub target_workers: Vec<String>,
+    /// What to trigger where.
+    #[serde(default)]
+    pub spec: TasksetSpec,
+}
+
+/// [`TasksetRequest::spec`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksetSpec {
+    /// Tasks to trigger (names or ROCK class paths). Absent: as ROCK, every configured task
+    /// that is safe to repeat (its plugin is idempotent).
+    #[serde(default, rename = "taskTypes", alias = "task_types")]
+    pub task_types: Option<Vec<String>>,
+    /// Workers; absent or empty = every worker.
+    #[serde(default, rename = "targetWorkers", alias = "target_workers")]
+    pub target_workers: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/tasksets` answer: one result per task, in request order. The status is 202
+/// when every task was triggered, 207 when some (or all) were refused; each result then has
+/// its own status and error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TasksetAnswer {
+    /// ROCK's phase of the whole set: `Running` (all triggered), `Partial` (some),
+    /// `RateLimited` (none: every refusal was a cooldown) or `Rejected` (none).
+    pub phase: String,
+    /// Per task.
+    pub results: Vec<TasksetResult>,
+}
+
+/// One task of a [`TasksetAnswer`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TasksetResult {
+    /// The task, as named in the request.
+    pub task: String,
+    /// The status a single trigger of it would have answered (202, 404, 409, 429, …).
+    pub status: u16,
+    /// What it started, when triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered: Option<Triggered>,
+    /// Why not, when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// What a trigger started.
@@ -293,6 +331,15 @@ pub struct Triggered {
 pub struct PauseRequest {
     /// Why, shown in the task view.
     pub reason: Option<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok`: the API answers.
+    pub status: String,
+    /// Quarry's version.
+    pub version: String,
 }
 
 /// Every error answer: `{"error": "...", "field": "workers[1]"}` with a 4xx/5xx status.
