@@ -12,7 +12,7 @@ use crate::harness::*;
 
 fn config(dir: &Path, plugins: &Path, tasks: &str) -> String {
     format!(
-        "scheduler:\n  enabled: true\n  tasks:\n{tasks}\nquarry:\n  plugins_dir: {}\n  workers: [local]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 10\n  cache_dir: none\n",
+        "scheduler:\n  enabled: true\n  tasks:\n{tasks}\nquarry:\n  plugins_dir: {}\n  workers: [local]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 10\n  cache_dir: none\n  api: {{listen: \"127.0.0.1:0\"}}\n",
         plugins.display(),
         dir.display(),
         dir.display()

@@ -15,7 +15,7 @@ const QUARRY: &str = env!("CARGO_BIN_EXE_quarry-under-test");
 
 fn config(dir: &Path, plugins: &Path, secs: u64) -> String {
     format!(
-        "scheduler:\n  enabled: true\n  tasks:\n    - task_class: probe\n      interval_seconds: 1\n      params: {{mode: sleep, secs: {secs}}}\nquarry:\n  plugins_dir: {}\n  workers: [local]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 30\n  cache_dir: none\n",
+        "scheduler:\n  enabled: true\n  tasks:\n    - task_class: probe\n      interval_seconds: 1\n      params: {{mode: sleep, secs: {secs}}}\nquarry:\n  plugins_dir: {}\n  workers: [local]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 30\n  cache_dir: none\n  api: {{listen: \"127.0.0.1:0\"}}\n",
         plugins.display(),
         dir.display(),
         dir.display()

@@ -12,6 +12,7 @@ mod config_reload;
 mod control;
 mod crash;
 mod daemons;
+mod dashboard;
 mod discovery;
 mod docker_tasks;
 mod e2e;

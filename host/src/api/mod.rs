@@ -10,9 +10,9 @@
 //! - [`auth`]: the bearer-token policy ([`auth::ApiAuth`]).
 //! - [`client`]: the HTTP client the `quarry` CLI verbs use.
 
-pub mod dashboard;
 pub mod auth;
 pub mod client;
+pub mod dashboard;
 pub mod http;
 pub mod model;
 mod query;

@@ -312,7 +312,11 @@ impl Scheduler {
             );
             let (stop, stop_rx) = watch::channel(false);
             let (cmds_tx, cmds) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
-            let (status_tx, status_rx) = watch::channel(TaskStatus::default());
+            // Paused before the loop runs (a restart, a reload): visible at once.
+            let (status_tx, status_rx) = watch::channel(TaskStatus {
+                paused: self.paused.get(&name),
+                ..TaskStatus::default()
+            });
             let quarantine = Arc::new(Quarantine::new(self.env.borrow().quarantine));
             let control = TaskHandle {
                 spec: spec.clone(),

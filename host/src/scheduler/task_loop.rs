@@ -404,6 +404,23 @@ async fn run_one_tick(ctx: &mut LoopCtx, run: &TaskRun, planned: Planned, status
     } else {
         report.outcome.as_str()
     };
+    if let Some(m) = ctx.rt.metrics() {
+        use crate::metrics::{TickResult, Trigger as MTrigger};
+        let result = if cancelled {
+            TickResult::Cancelled
+        } else {
+            report.outcome.into()
+        };
+        let trigger = match planned.trigger {
+            Trigger::Schedule => MTrigger::Schedule,
+            Trigger::Api => MTrigger::Api,
+        };
+        let took = SystemTime::now()
+            .duration_since(started_at)
+            .unwrap_or_default();
+        m.record_tick(name.as_str(), result, trigger, took);
+        m.set_quarantined(name.as_str(), ctx.quarantine.list().len());
+    }
     if let Some(sink) = &ctx.sink {
         sink.tick_finished(id, run, &report, &runs, outcome, &ctx.quarantine)
             .await;

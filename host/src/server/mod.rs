@@ -272,6 +272,46 @@ impl Server {
         }
     }
 
+    /// Starts the admin API on `quarry.api.listen` (unless disabled): the REST API, `/metrics`
+    /// and the dashboard. Returns its address and task; it stops with [`Server::shutdown`].
+    pub async fn start_api(
+        &self,
+    ) -> anyhow::Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>> {
+        let api = &self.cfg.api;
+        if !api.enabled {
+            tracing::info!("quarry.api.enabled is false: no admin API");
+            return Ok(None);
+        }
+        let auth = crate::api::auth::ApiAuth::load(api.token_file.as_deref(), api.listen)
+            .map_err(|e| anyhow::anyhow!("quarry.api: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(api.listen)
+            .await
+            .with_context(|| format!("quarry.api.listen: cannot listen on {}", api.listen))?;
+        let addr = listener.local_addr()?;
+        let metrics = self.metrics.clone();
+        let render = crate::api::http::Metrics {
+            content_type: crate::metrics::CONTENT_TYPE,
+            render: Arc::new(move || metrics.encode()),
+        };
+        let router = crate::api::http::router(
+            self.control(),
+            auth,
+            Some(render),
+            crate::api::dashboard::asset,
+        );
+        let mut stop = self.stop.subscribe();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::api::http::serve(listener, router, shutdown).await {
+                tracing::error!("the admin API stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "admin API and dashboard listening");
+        Ok(Some((addr, task)))
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -407,6 +447,13 @@ pub const CONFIG_DEBOUNCE: Duration = Duration::from_millis(200);
 /// its file changes or on SIGHUP; then stops gracefully.
 pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut server = Server::start(config_path).await?;
+    let api = match server.start_api().await {
+        Ok(api) => api,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
     let file_name = config_path.file_name().map(|n| n.to_os_string());
     // Watch the directory, not the file: editors replace the file by renaming.
@@ -469,6 +516,9 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> an
     drop(watcher);
     tracing::info!("shutting down: letting ticks in flight finish");
     server.shutdown().await;
+    if let Some((_, task)) = api {
+        let _ = task.await;
+    }
     Ok(())
 }
 
