@@ -16,6 +16,8 @@ source scripts/test-registry.sh
 # The example tasks in Python, JavaScript and C, built from source (toolchains from PyPI, npm,
 # Debian and crates.io, installed on first use into ~/.cache/quarry/toolchains).
 bash scripts/build-examples.sh target/examples-wasm
+# Debian's Chromium and playwright-core (npm) for the dashboard's real-browser test.
+bash scripts/setup-browser.sh
 export QUARRY_TEST_EXAMPLES_DIR=$PWD/target/examples-wasm
 # A real Ray (PyPI ray[default]) for the worker-discovery tests, installed once per machine;
 # the tests start a head and a worker node on loopback addresses and stop them by pid.
