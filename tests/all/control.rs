@@ -18,6 +18,8 @@ use quarry_host::workers::{self, Limits, Worker, WorkerAddr};
 use serde_json::json;
 
 use crate::harness::*;
+use crate::support::real_parts::needs_real_parts;
+use crate::support::rocklet::RockletProcess;
 
 /// Records every tick's runs, as the state database would.
 #[derive(Default)]
@@ -75,6 +77,24 @@ async fn setup(
     on_failure: OnFailure,
     quarantine: QuarantinePolicy,
 ) -> Setup {
+    setup_on(
+        WorkerAddr::Local,
+        params,
+        interval_ms,
+        on_failure,
+        quarantine,
+    )
+    .await
+}
+
+/// [`setup`] on the worker at `addr`.
+async fn setup_on(
+    addr: WorkerAddr,
+    params: serde_json::Value,
+    interval_ms: u64,
+    on_failure: OnFailure,
+    quarantine: QuarantinePolicy,
+) -> Setup {
     let tmp = TempDir::new("control");
     let rt = runtime(64, Duration::from_secs(10));
     let set = load(&rt, plugins_dir(&["probe"]).path()).await;
@@ -83,7 +103,7 @@ async fn setup(
         params: params.to_string(),
         interval: Duration::from_millis(interval_ms),
     };
-    let workers = Arc::new(workers::connect(&[WorkerAddr::Local], Limits::default()));
+    let workers = Arc::new(workers::connect(&[addr], Limits::default()));
     let mut env = TickEnv::fixed(workers, settings(tmp.str(), None, 3));
     env.on_failure = BTreeMap::from([(task.plugin.clone(), on_failure)]);
     env.quarantine = quarantine;
@@ -302,5 +322,82 @@ async fn a_trapping_plugin_is_quarantined_on_its_worker_and_lifted_on_demand() {
             break;
         }
     }
+    within("shutdown", 20, s.sched.shutdown()).await;
+}
+
+/// The same policies through a real rocklet: retries and quarantine per worker, and halt,
+/// with the status files written over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_halt_and_quarantine_through_a_real_rocklet() {
+    needs_real_parts!("a real rocklet");
+    let rocklet = RockletProcess::start();
+    let addr = WorkerAddr::parse(&rocklet.addr, 22555).unwrap();
+    // Retry: a task that answers `failed` is run three times on the rocklet.
+    let s = setup_on(
+        addr.clone(),
+        json!({"mode": "fail"}),
+        3_600_000,
+        OnFailure::Retry { retries: 2 },
+        NO_QUARANTINE,
+    )
+    .await;
+    let mut reports = s.sched.subscribe();
+    within("trigger", 10, probe(&s).trigger(None, Trigger::Api))
+        .await
+        .unwrap();
+    let r = within("the retried tick", 30, reports.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.worker_results[0].error_type,
+        Some(ErrorType::TaskResultFailed)
+    );
+    assert_eq!(s.recorder.ticks.lock().unwrap()[0].2[0].attempts, 3);
+    within("shutdown", 20, s.sched.shutdown()).await;
+    // Halt: paused after the failed tick.
+    let s = setup_on(
+        addr.clone(),
+        json!({"mode": "fail"}),
+        400,
+        OnFailure::Halt,
+        NO_QUARANTINE,
+    )
+    .await;
+    let mut reports = s.sched.subscribe();
+    within("the failing tick", 15, reports.recv())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        probe(&s)
+            .status()
+            .paused
+            .is_some_and(|p| p.contains("halted"))
+    );
+    within("shutdown", 20, s.sched.shutdown()).await;
+    // Quarantine: a trapping plugin is kept off the rocklet after two traps.
+    let policy = QuarantinePolicy {
+        after: 2,
+        backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+    };
+    let s = setup_on(
+        addr.clone(),
+        json!({"mode": "trap"}),
+        300,
+        OnFailure::Ignore,
+        policy,
+    )
+    .await;
+    let mut reports = s.sched.subscribe();
+    for _ in 0..2 {
+        let r = within("a trapping tick", 15, reports.recv()).await.unwrap();
+        assert_eq!(r.worker_results[0].error_type, Some(ErrorType::Trap));
+    }
+    let r = within("the quarantined tick", 15, reports.recv())
+        .await
+        .unwrap();
+    assert_eq!(r.worker_results[0].error_type, Some(ErrorType::Quarantined));
+    assert_eq!(probe(&s).quarantine().list()[0].worker, addr);
     within("shutdown", 20, s.sched.shutdown()).await;
 }
