@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use quarry_host::report::WorkerOutcome;
 use quarry_host::run::{WorkerRun, run_tick, uninstall};
+use quarry_host::state::{Page, RunFilter, RunOutcome, StateDb, TickStatus};
 use quarry_host::workers::{self, Limits, WorkerAddr};
 use serde_json::json;
 
@@ -348,4 +349,207 @@ async fn a_worker_without_docuum_fails_with_how_to_install_it_and_is_retried() {
         );
         assert!(err.contains("cargo install --locked docuum"), "{err}");
     }
+}
+
+/// The `quarry` binary, built from host/src/main.rs for these tests.
+const QUARRY: &str = env!("CARGO_BIN_EXE_quarry-under-test");
+
+/// Pids of the live docuum processes whose program is `program` and whose command line
+/// contains `marker` (a whitelist pattern unique to one test).
+fn docuums(program: &str, marker: &str) -> Vec<u64> {
+    let mut pids: Vec<u64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            args.first() == Some(&program.as_bytes()) && args.contains(&marker.as_bytes())
+        })
+        .filter(|pid| alive(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Kills every docuum of one test when dropped, so a failing test leaves none behind.
+struct ReapDocuums<'a>(&'a str, &'a str);
+
+impl Drop for ReapDocuums<'_> {
+    fn drop(&mut self) {
+        for pid in docuums(self.0, self.1) {
+            kill(pid);
+        }
+    }
+}
+
+fn serve(file: &Path, log: &Path) -> Child {
+    Command::new(QUARRY)
+        .args(["serve", "--config"])
+        .arg(file)
+        .env("QUARRY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start quarry serve")
+}
+
+/// Waits (bounded) for a child to exit after SIGTERM; its exit status.
+fn stop(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            return code;
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_serve_inside_docuums_launch_then_restart_adopts_the_orphan() {
+    needs_real_parts!("a real rocklet, a private dockerd and docuum");
+    // Strategy: `quarry serve` runs image_cleanup on a real rocklet; it is SIGKILLed as soon
+    // as docuum exists, inside the launch script's 1 s settle, before the pid reaches the host.
+    // The restarted server must adopt that docuum (not start a second one) and record it.
+    let tmp = TempDir::new("docuum-adopt");
+    let ddir = PathBuf::from(format!("/tmp/quarry-ica-{}", std::process::id()));
+    let dockerd = PrivateDockerd::start(&ddir);
+    let rocklet = RockletProcess::start_with_env(&[("DOCKER_HOST", dockerd.host.as_str())]);
+    let plugins = plugins_dir(&["image_cleanup"]);
+    let program = docuum_bin();
+    // Unique to this test run: tells its docuum apart from any other on the machine.
+    let marker = format!("^quarry-adopt-{}:", std::process::id());
+    let reap_docuums = ReapDocuums(&program, &marker);
+    let params = json!({
+        "disk_threshold": "10 GB",
+        "image_whitelist": [marker],
+        "keep_build_storage": null,
+        "docuum_path": program,
+        "state_dir": format!("{}/docuum-state", tmp.str()),
+        "log_file": format!("{}/docuum.log", tmp.str()),
+    });
+    let file = tmp.path().join("quarry.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "scheduler:\n  enabled: true\n  tasks:\n    - task_class: image_cleanup\n      interval_seconds: 1\n      params: {params}\nquarry:\n  plugins_dir: {}\n  workers: [\"{}\"]\n  status_dir: {}/status\n  report_dir: {}/reports\n  run_timeout_seconds: 30\n  cache_dir: none\n  api: {{listen: \"127.0.0.1:0\"}}\n",
+            plugins.str(),
+            rocklet.addr,
+            tmp.str(),
+            tmp.str()
+        ),
+    )
+    .unwrap();
+    let status_file = tmp.path().join("status/image_cleanup_status.json");
+    let status = || -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(&status_file).ok()?).ok()
+    };
+
+    // 1. The first server, killed as soon as its docuum exists.
+    let log1 = tmp.path().join("serve1.log");
+    let mut first = serve(&file, &log1);
+    let _reap1 = KillOnDrop(u64::from(first.id()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let orphan = loop {
+        let found = docuums(&program, &marker);
+        if !found.is_empty() {
+            assert_eq!(found.len(), 1, "one launch started {found:?}");
+            break found[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no docuum within 90 s; serve's log:\n{}",
+            std::fs::read_to_string(&log1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let _reap_orphan = KillOnDrop(orphan);
+    let killed_in = status();
+    eprintln!("serve killed with docuum {orphan} up; status file then: {killed_in:?}");
+    assert_eq!(
+        killed_in.as_ref().map(|s| s["status"].clone()),
+        Some(json!("pending")),
+        "serve was not killed inside the launch's settle window: {killed_in:?}"
+    );
+    // The launch script's settle second passes with nobody to hear its pid.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(orphan), "docuum died with serve");
+
+    // 2. The restarted server: its first run finds no pid on record.
+    let log2 = tmp.path().join("serve2.log");
+    let mut second = serve(&file, &log2);
+    let _reap2 = KillOnDrop(u64::from(second.id()));
+    let logs2 = || std::fs::read_to_string(&log2).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // `running` after the adopting run, `success` after the next ones (prune only, pid kept).
+    while !status().is_some_and(|s| s["status"] != "pending" && s["pid"].is_u64()) {
+        assert!(
+            Instant::now() < deadline,
+            "no run recorded docuum within 90 s of the restart; status {:?}; serve's log:\n{}",
+            status(),
+            logs2()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = stop(&mut second, "the restarted serve");
+    assert!(code.success(), "serve exited with {code}: {}", logs2());
+    assert!(logs2().contains("recorded as interrupted"), "{}", logs2());
+
+    // 3. One docuum, the original, and it is on record.
+    assert_eq!(
+        docuums(&program, &marker),
+        vec![orphan],
+        "exactly the orphaned docuum runs; serve's log:\n{}",
+        logs2()
+    );
+    let s = status().unwrap();
+    assert_eq!(s["pid"], orphan, "{s}");
+
+    let db = StateDb::open(tmp.path().join("reports/quarry-state.db")).unwrap();
+    let state = db.handle();
+    let runs = state
+        .runs(RunFilter::default(), Page::first(100))
+        .await
+        .unwrap();
+    // Newest first: the killed server's run is the oldest.
+    let (oldest, after) = runs.split_last().expect("runs recorded");
+    assert_eq!(oldest.outcome, RunOutcome::Interrupted, "{runs:#?}");
+    assert!(oldest.ended_at.is_some());
+    assert!(
+        runs.iter().all(|r| r.outcome != RunOutcome::Running),
+        "no run is left running: {runs:#?}"
+    );
+    let mut actions = Vec::new();
+    for r in after.iter().rev() {
+        let full = state.run(r.id).await.unwrap().unwrap();
+        let d = full.detail.unwrap_or_default();
+        actions.push((d["action"].as_str().unwrap_or("").to_string(), full.pid));
+    }
+    assert!(!actions.is_empty(), "the restarted server ran the task");
+    assert_eq!(
+        actions[0],
+        ("adopted".to_string(), Some(orphan as u32)),
+        "{actions:?}"
+    );
+    assert!(
+        actions[1..]
+            .iter()
+            .all(|a| *a == ("prune_only".to_string(), Some(orphan as u32))),
+        "{actions:?}"
+    );
+    // One run per tick: nothing lost, nothing recorded twice.
+    let ticks = state.ticks(None, Page::first(100)).await.unwrap();
+    assert_eq!(ticks.len(), runs.len(), "{ticks:#?}\n{runs:#?}");
+    assert_eq!(ticks.last().unwrap().outcome, TickStatus::Interrupted);
+    db.shutdown().await;
+
+    drop(reap_docuums);
+    drop(rocklet);
+    drop(dockerd);
 }
