@@ -635,14 +635,7 @@ async fn run_once(
     };
     let (name, params) = (t.plugin.as_str(), t.params.clone());
     let Some(plugin) = plugins.get(name) else {
-        return usage(
-            err,
-            format!(
-                "no plugin named {name:?} in {} (loaded: {})",
-                args.plugins_dir.display(),
-                plugins.names().join(", ")
-            ),
-        );
+        return usage(err, plugins.missing(name, &args.plugins_dir));
     };
     match rt.validate_config(plugin, &params).await {
         Ok(Ok(())) => {}
@@ -650,9 +643,10 @@ async fn run_once(
         Err(e) => return usage(err, format!("{name} failed while validating params: {e}")),
     }
     let workers = workers::connect(&cfg.discovery.fixed, workers::Limits::default());
-    // A one-shot run writes a report only where asked to.
+    // A one-shot run writes a report only where asked to, and here, so that a report that
+    // cannot be written fails the command.
     let settings = RunSettings {
-        report_dir: args.report_dir,
+        report_dir: None,
         ..cfg.run
     };
     let task = TaskRun::new(plugin.clone(), params);
@@ -673,6 +667,16 @@ async fn run_once(
         }
     }
     writeln!(out, "{}", report.to_json())?;
+    if let Some(dir) = &args.report_dir
+        && let Err(e) = report.write(dir)
+    {
+        writeln!(
+            err,
+            "quarry run: the run report was not written to {}: {e}",
+            dir.display()
+        )?;
+        return Ok(ExitCode::from(1));
+    }
     Ok(match report.outcome {
         TickOutcome::Success | TickOutcome::Skipped => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
@@ -686,7 +690,8 @@ async fn list_plugins(
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let rt = runtime(RuntimeLimits::default())?;
-    let plugins = PluginSet::load_dir(&rt, dir)
+    // Refusals are printed below, once each (no log lines as well).
+    let plugins = PluginSet::scan(&rt, dir, &PluginSet::default(), &[])
         .await
         .with_context(|| format!("listing plugins in {}", dir.display()))?;
     writeln!(

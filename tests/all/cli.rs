@@ -168,3 +168,53 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
         "{err}"
     );
 }
+
+/// Bad flags of `quarry run` are refused by the config's validator, naming the flag; a report
+/// that cannot be written fails the command; a missing plugin's message names the refused
+/// files and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_bad_flags_and_an_unwritable_report() {
+    let plugins = plugins_dir(&["probe"]);
+    std::fs::write(plugins.path().join("broken.wasm"), b"not wasm").unwrap();
+    let tmp = TempDir::new("cli-bad");
+    let base = [
+        "run",
+        "probe",
+        "--plugins-dir",
+        plugins.str(),
+        "--status-dir",
+        tmp.str(),
+        "--params",
+        r#"{"mode":"ok"}"#,
+    ];
+    let (code, _, err) = quarry(&[&base[..], &["--memory-mib", "0"]].concat()).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(
+        err.contains("--memory-mib: 0 is out of range (16-4096)"),
+        "{err}"
+    );
+    let (code, _, err) =
+        quarry(&[&base[..], &["--memory-mib", "18446744073709551615"]].concat()).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(err.contains("--memory-mib"), "{err}");
+    let (code, _, err) =
+        quarry(&[&base[..], &["--worker", "local", "--worker", "local"]].concat()).await;
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    assert!(err.contains("--worker: local is listed twice"), "{err}");
+    // A report directory under a regular file cannot be created.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under = file.join("reports");
+    let (code, out, err) =
+        quarry(&[&base[..], &["--report-dir", under.to_str().unwrap()]].concat()).await;
+    assert_eq!(code, ExitCode::from(1), "{err}");
+    assert!(out.contains("\"outcome\": \"success\""), "{out}");
+    assert!(err.contains("the run report was not written"), "{err}");
+    // The missing plugin's message says which files were refused and why.
+    let (code, _, err) = quarry(&["run", "nope", "--plugins-dir", plugins.str()]).await;
+    assert_eq!(code, ExitCode::from(2));
+    assert!(
+        err.contains("refused: broken.wasm: not a valid WebAssembly component"),
+        "{err}"
+    );
+}

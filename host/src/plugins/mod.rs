@@ -206,6 +206,33 @@ impl PluginSet {
         self.plugins.keys().map(TaskName::as_str).collect()
     }
 
+    /// Why `name` cannot be run from `dir`: what is loaded, and every file that was refused
+    /// with its reason (a refused file is often the plugin asked for).
+    pub fn missing(&self, name: &str, dir: &Path) -> String {
+        let loaded = self.names();
+        let loaded = if loaded.is_empty() {
+            "none".to_string()
+        } else {
+            loaded.join(", ")
+        };
+        let mut msg = format!(
+            "no plugin named {name:?} in {} (loaded: {loaded})",
+            dir.display()
+        );
+        if !self.errors.is_empty() {
+            let refused: Vec<String> = self
+                .errors
+                .iter()
+                .map(|e| {
+                    let file = e.path.file_name().unwrap_or(e.path.as_os_str());
+                    format!("{}: {}", file.to_string_lossy(), e.kind)
+                })
+                .collect();
+            msg.push_str(&format!("; refused: {}", refused.join("; ")));
+        }
+        msg
+    }
+
     /// Files that failed to load, and why.
     pub fn errors(&self) -> &[LoadError] {
         &self.errors

@@ -57,19 +57,9 @@ pub async fn resolve_tasks(
     for t in &cfg.tasks {
         let at = |f: &str| format!("scheduler.tasks[{}].{f}", t.index);
         let Some(plugin) = plugins.get(t.plugin.as_str()) else {
-            let loaded = plugins.names();
             problems.push(FieldError {
                 field: at("task_class"),
-                reason: format!(
-                    "no plugin named {:?} in {} (loaded: {})",
-                    t.plugin,
-                    cfg.paths.plugins_dir.display(),
-                    if loaded.is_empty() {
-                        "none".to_string()
-                    } else {
-                        loaded.join(", ")
-                    }
-                ),
+                reason: plugins.missing(t.plugin.as_str(), &cfg.paths.plugins_dir),
             });
             continue;
         };
