@@ -529,6 +529,10 @@ fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
         if !t.enabled {
             continue;
         }
+        if let Err(e) = crate::plugins::check_rock_class(t.task_class.trim()) {
+            problems.add(at("task_class"), e);
+            continue;
+        }
         let plugin = match TaskName::new(plugin_name_for_class(t.task_class.trim())) {
             Ok(name) => name,
             Err(e) => {

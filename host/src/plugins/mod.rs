@@ -49,6 +49,33 @@ pub fn plugin_name_for_class(task_class: &str) -> &str {
     task_class
 }
 
+/// Checks a ROCK class path (`rock.…`): its class must be one of ROCK's task classes and sit
+/// in its own module, as ROCK itself requires; a misspelled path is refused naming the known
+/// ones (it must not silently run another task). Anything else (a plugin name, a bare class
+/// name) is not a class path and passes.
+pub fn check_rock_class(task_class: &str) -> Result<(), String> {
+    let Some(rest) = task_class.strip_prefix("rock.") else {
+        return Ok(());
+    };
+    let class = rest.rsplit('.').next().unwrap_or(rest);
+    let known = || {
+        ROCK_CLASSES
+            .iter()
+            .map(|(c, n)| format!("rock.admin.scheduler.tasks.{n}_task.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match ROCK_CLASSES.iter().find(|(c, _)| *c == class) {
+        Some((c, name)) if task_class == format!("rock.admin.scheduler.tasks.{name}_task.{c}") => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{task_class:?} is not one of ROCK's task classes ({}); for a plugin of your own, give its name",
+            known()
+        )),
+    }
+}
+
 /// A configured task's params, which every new version of its plugin must accept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamsCheck {
