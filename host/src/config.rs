@@ -327,6 +327,34 @@ pub fn default_cache_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBu
         .map(|d| d.join("quarry").join("compiled"))
 }
 
+/// Largest config file accepted: ROCK's own files are a few KiB; a bigger one is a mistake or
+/// an attack, and is refused before anything is parsed.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads a config file: a regular file (never a FIFO, which would block, or a device such as
+/// `/dev/zero`, which never ends) of at most [`MAX_CONFIG_BYTES`], as UTF-8 text; the error
+/// says why not.
+pub fn read_text(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err(
+            "is not a regular file (a directory, FIFO, socket or device): refused".to_string(),
+        );
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "is larger than {} MiB, the limit for a config file: refused",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text: {e}"))
+}
+
 /// The only place that knows the YAML library.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FieldError> {
     let de = yaml_serde::Deserializer::from_str(text);
@@ -395,10 +423,10 @@ impl Config {
             file: file.to_path_buf(),
             problems,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = read_text(file).map_err(|reason| {
             fail(vec![FieldError {
                 field: "(file)".into(),
-                reason: format!("cannot read it: {e}"),
+                reason,
             }])
         })?;
         let base = file.parent().unwrap_or(Path::new("."));

@@ -218,3 +218,28 @@ async fn run_refuses_bad_flags_and_an_unwritable_report() {
         "{err}"
     );
 }
+
+/// `check-config` refuses what is not a regular file (a FIFO would block, `/dev/zero` never
+/// ends) and a file over the size cap, at once and naming the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_refuses_devices_fifos_and_huge_files() {
+    let tmp = TempDir::new("cli-cfg-files");
+    let (code, _, err) = quarry(&["check-config", "/dev/zero"]).await;
+    assert_eq!(code, ExitCode::from(1));
+    assert!(err.contains("is not a regular file"), "{err}");
+    let fifo = tmp.path().join("fifo.yml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, _, err) = quarry(&["check-config", fifo.to_str().unwrap()]).await;
+    assert_eq!(code, ExitCode::from(1));
+    assert!(err.contains("is not a regular file"), "{err}");
+    let big = tmp.path().join("big.yml");
+    let line = "# padding\n".repeat(1 << 19); // 5 MiB
+    std::fs::write(&big, format!("scheduler: {{enabled: true}}\n{line}")).unwrap();
+    let (code, _, err) = quarry(&["check-config", big.to_str().unwrap()]).await;
+    assert_eq!(code, ExitCode::from(1));
+    assert!(err.contains("is larger than 4 MiB"), "{err}");
+}

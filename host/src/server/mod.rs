@@ -464,7 +464,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> an
     })?;
     notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)?;
     let mut hangup = hangup_signal()?;
-    let mut last = std::fs::read(config_path).ok();
+    let mut last = crate::config::read_text(config_path).ok();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -477,14 +477,14 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> an
                 if crate::debounce::quiet_after(&mut changed, (), |_| CONFIG_DEBOUNCE).await.is_none() {
                     break;
                 }
-                let now = std::fs::read(config_path).ok();
+                let now = crate::config::read_text(config_path).ok();
                 if now == last {
                     continue;
                 }
                 tracing::info!("{} changed: reloading", config_path.display());
             }
         }
-        last = std::fs::read(config_path).ok();
+        last = crate::config::read_text(config_path).ok();
         use crate::metrics::{Reload, ReloadResult};
         match server.reload().await {
             Ok(summary) => {
