@@ -23,7 +23,7 @@ use crate::plugins::watch::PluginWatcher;
 use crate::runtime::Runtime;
 use crate::scheduler::{ApplySummary, ScheduledTask, Scheduler, TickEnv};
 use crate::scheduler::{Paused, TickSink};
-use crate::state::{Retention, StateDb, StateHandle};
+use crate::state::{Retention, StateDb};
 use crate::workers;
 
 pub mod control;
@@ -167,7 +167,16 @@ impl Server {
         let (retention, retention_rx) = watch::channel(cfg.retention);
         let (stop, stop_rx) = watch::channel(false);
         if let Some(state) = &state {
-            tokio::spawn(prune_history(state.clone(), retention_rx, stop_rx));
+            let mut stop = stop_rx;
+            let until_stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::spawn(crate::state::run_retention(
+                state.clone(),
+                retention_rx,
+                PRUNE_EVERY,
+                until_stopped,
+            ));
         }
         tracing::info!(
             tasks = tasks.len(),
@@ -383,25 +392,6 @@ async fn count_plugins(
         first = false;
         tokio::select! {
             r = plugins.changed() => if r.is_err() { return },
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Prunes old history every [`PRUNE_EVERY`] (and once at start) until `stop`.
-async fn prune_history(
-    state: StateHandle,
-    retention: watch::Receiver<Retention>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let r = *retention.borrow();
-        match state.prune(r).await {
-            Ok(p) => tracing::debug!(?p, "history pruned"),
-            Err(e) => tracing::error!("pruning the run history failed: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
             _ = stop.changed() => return,
         }
     }

@@ -13,7 +13,7 @@
 //!                  state.all_procs().await?                   // → each task's run::Tracked
 //!                                                             //   (WorkerAddr::parse(worker))
 //!                  state.task_states().await?, state.halt().await?, state.quarantines().await?
-//!                  tokio::spawn(run_retention(state.clone(), retention, every, shutdown))
+//!                  tokio::spawn(run_retention(state.clone(), retention_rx, every, shutdown))
 //! each tick        let id = state.tick_started(TickStart { task, plugin_version,
 //!                      plugin_sha256, trigger, started_at: Utc::now(), workers });
 //!                  … run the tick …

@@ -85,12 +85,12 @@ impl StateHandle {
     }
 }
 
-/// Prunes by `retention` every `every` (first after [`PRUNE_FIRST_DELAY`]) until `shutdown`
+/// Prunes by the retention `retention` holds now (a config reload changes it) every `every` (first after [`PRUNE_FIRST_DELAY`]) until `shutdown`
 /// completes; a pass in progress stops between two batches. Failures are logged and the next
 /// pass tries again.
 pub async fn run_retention(
     state: StateHandle,
-    retention: Retention,
+    retention: tokio::sync::watch::Receiver<Retention>,
     every: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -102,7 +102,7 @@ pub async fn run_retention(
             _ = &mut shutdown => return,
         }
         tokio::select! {
-            result = state.prune(retention) => match result {
+            result = state.prune(*retention.borrow()) => match result {
                 Ok(p) if p.rows > 0 => {
                     tracing::info!(rows = p.rows, batches = p.batches, "pruned state history");
                 }

@@ -626,6 +626,7 @@ async fn the_retention_loop_prunes_on_its_interval_and_stops_on_shutdown() {
         max_age_days: Some(1),
         max_runs_per_task: None,
     };
+    let (_keep, retention) = tokio::sync::watch::channel(retention);
     let pruner = tokio::spawn(run_retention(
         state.clone(),
         retention,
