@@ -162,15 +162,12 @@ impl From<TickOutcome> for TickResult {
     }
 }
 
-label_values! {
-    /// What started a tick: `trigger` of `quarry_ticks_total`.
-    pub enum Trigger {
-        /// The task's interval.
-        Schedule => "schedule",
-        /// `POST /api/v1/tasks/{task}/trigger`.
-        Api => "api",
-        /// A `quarry` CLI verb.
-        Cli => "cli",
+/// What started a tick (`trigger` of `quarry_ticks_total`): the scheduler's own type.
+pub use crate::task::Trigger;
+
+impl EncodeLabelValue for Trigger {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
     }
 }
 
@@ -545,7 +542,7 @@ impl Metrics {
                 outcome,
                 trigger,
             };
-            let slot = &series.ticks[outcome.index()][trigger.index()];
+            let slot = &series.ticks[outcome.index()][trigger as usize];
             resolved(slot, &f.ticks, labels).inc();
         });
     }

@@ -59,6 +59,46 @@ impl fmt::Display for TaskName {
     }
 }
 
+/// What started a tick: its interval, the admin API or the command line. One type for the
+/// scheduler, the state database and the metrics (each adds its own encoding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The task's interval.
+    Schedule,
+    /// The admin API (`POST /api/v1/tasks/{task}/trigger`, tasksets).
+    Api,
+    /// A `quarry` CLI verb.
+    Cli,
+}
+
+impl Trigger {
+    /// How many values there are.
+    pub const COUNT: usize = 3;
+
+    /// The word the state database, the API and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+        }
+    }
+
+    /// The trigger `text` names, if any.
+    pub fn parse(text: &str) -> Option<Trigger> {
+        [Trigger::Schedule, Trigger::Api, Trigger::Cli]
+            .into_iter()
+            .find(|t| t.as_str() == text)
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a plugin reports about itself when loaded (`describe`).
 #[derive(Clone, Debug)]
 pub struct TaskMeta {

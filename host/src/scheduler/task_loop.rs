@@ -20,6 +20,7 @@ use crate::report::{RunReport, WorkerOutcome};
 use crate::run::quarantine::Quarantine;
 use crate::run::{TaskRun, TickControl, TickRun, Tracked, run_tick_with};
 use crate::runtime::Runtime;
+pub use crate::task::Trigger;
 use crate::workers::{Worker, WorkerAddr};
 
 use super::{FIRST_TICK_DELAY, Paused, ScheduledTask, TickEnv, TickSink};
@@ -46,25 +47,6 @@ pub(super) enum LoopCmd {
     Resume {
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
-}
-
-/// What started a tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    /// Its interval.
-    Schedule,
-    /// The admin API.
-    Api,
-}
-
-impl Trigger {
-    /// The word the state database and the API use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Api => "api",
-        }
-    }
 }
 
 /// A tick, as a task's status shows it.
@@ -405,20 +387,16 @@ async fn run_one_tick(ctx: &mut LoopCtx, run: &TaskRun, planned: Planned, status
         report.outcome.as_str()
     };
     if let Some(m) = ctx.rt.metrics() {
-        use crate::metrics::{TickResult, Trigger as MTrigger};
+        use crate::metrics::TickResult;
         let result = if cancelled {
             TickResult::Cancelled
         } else {
             report.outcome.into()
         };
-        let trigger = match planned.trigger {
-            Trigger::Schedule => MTrigger::Schedule,
-            Trigger::Api => MTrigger::Api,
-        };
         let took = SystemTime::now()
             .duration_since(started_at)
             .unwrap_or_default();
-        m.record_tick(name.as_str(), result, trigger, took);
+        m.record_tick(name.as_str(), result, planned.trigger, took);
         m.set_quarantined(name.as_str(), ctx.quarantine.list().len());
     }
     if let Some(sink) = &ctx.sink {

@@ -130,10 +130,7 @@ impl TickSink for StateSink {
             task: meta.name.clone(),
             plugin_version: meta.version.clone(),
             plugin_sha256: run.plugin.sha256().to_string(),
-            trigger: match trigger {
-                Trigger::Schedule => state::Trigger::Schedule,
-                Trigger::Api => state::Trigger::Api,
-            },
+            trigger,
             started_at: Utc::now(),
             workers: workers.iter().map(|w| w.addr().to_string()).collect(),
         });

@@ -21,17 +21,7 @@ pub struct TickId(pub i64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RunId(pub i64);
 
-/// What started a tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The interval schedule.
-    Schedule,
-    /// An API call ("run now").
-    Api,
-    /// The command line.
-    Cli,
-}
+pub use crate::task::Trigger;
 
 /// How a (task, worker) run ended, or that it has not yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -104,6 +94,26 @@ impl From<TickOutcome> for TickStatus {
     }
 }
 
+/// Stores a type with `as_str` and `parse` as TEXT.
+macro_rules! sql_text {
+    ($ty:ident) => {
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $ty::parse(text).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} {text:?}", stringify!($ty)).into())
+                })
+            }
+        }
+    };
+}
+
 /// Enums stored as their serde names in TEXT columns.
 macro_rules! text_enum {
     ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -125,24 +135,11 @@ macro_rules! text_enum {
             }
         }
 
-        impl ToSql for $ty {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl FromSql for $ty {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let text = value.as_str()?;
-                $ty::parse(text).ok_or_else(|| {
-                    FromSqlError::Other(format!("unknown {} {text:?}", stringify!($ty)).into())
-                })
-            }
-        }
+        sql_text!($ty);
     };
 }
 
-text_enum!(Trigger { Schedule => "schedule", Api => "api", Cli => "cli" });
+sql_text!(Trigger);
 text_enum!(RunOutcome {
     Running => "running",
     Success => "success",
