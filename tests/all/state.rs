@@ -61,7 +61,8 @@ async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
     let mut page = None;
     for _ in 0..50 {
         let p = control.runs(RunsQuery::default()).await.unwrap();
-        if p.runs.len() == 2 {
+        // Two runs, both finished (a run is recorded `running` when its tick starts).
+        if p.runs.len() == 2 && p.runs.iter().all(|r| r.outcome != "running") {
             page = Some(p);
             break;
         }
