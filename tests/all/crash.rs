@@ -3,15 +3,11 @@
 //! twice, and the restarted server ticks normally.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quarry_host::state::{Page, RunFilter, RunOutcome, StateDb, TickStatus};
 
 use crate::harness::*;
-
-/// The `quarry` binary, built from host/src/main.rs for these tests.
-const QUARRY: &str = env!("CARGO_BIN_EXE_quarry-under-test");
 
 fn config(dir: &Path, plugins: &Path, secs: u64) -> String {
     format!(
@@ -22,26 +18,6 @@ fn config(dir: &Path, plugins: &Path, secs: u64) -> String {
     )
 }
 
-fn serve(file: &Path, log: &Path) -> Child {
-    Command::new(QUARRY)
-        .args(["serve", "--config"])
-        .arg(file)
-        .env("QUARRY_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start quarry serve")
-}
-
-/// Waits until `cond` holds, polling; panics with `what` after `secs`.
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what} within {secs}s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_tick_then_restart_records_the_run_as_interrupted() {
     let tmp = TempDir::new("crash");
@@ -50,7 +26,7 @@ async fn kill_9_mid_tick_then_restart_records_the_run_as_interrupted() {
     std::fs::write(&file, config(tmp.path(), plugins.path(), 20)).unwrap();
     let status = tmp.path().join("status/probe_status.json");
     let log = tmp.path().join("serve1.log");
-    let mut first = serve(&file, &log);
+    let mut first = quarry_serve(&file, &log);
     let _reap = KillOnDrop(u64::from(first.id()));
     // Mid-tick: the pending status is written, the guest sleeps 20 s on the worker.
     wait_until("the first tick to start", 60, || {
@@ -63,13 +39,12 @@ async fn kill_9_mid_tick_then_restart_records_the_run_as_interrupted() {
     // A restart with a short run so that a tick completes, then a clean stop.
     std::fs::write(&file, config(tmp.path(), plugins.path(), 0)).unwrap();
     let log2 = tmp.path().join("serve2.log");
-    let mut second = serve(&file, &log2);
+    let mut second = quarry_serve(&file, &log2);
     let _reap2 = KillOnDrop(u64::from(second.id()));
     wait_until("a tick after the restart", 60, || {
         std::fs::read_to_string(&status).is_ok_and(|s| s.contains("\"success\""))
     });
-    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let code = second.wait().unwrap();
+    let code = stop_child(&mut second, "the restarted serve");
     let logs = std::fs::read_to_string(&log2).unwrap_or_default();
     assert!(code.success(), "serve exited with {code}: {logs}");
     assert!(logs.contains("recorded as interrupted"), "{logs}");

@@ -195,3 +195,47 @@ impl Drop for KillOnDrop {
         kill(self.0);
     }
 }
+
+/// The `quarry` binary, built from host/src/main.rs for the tests that need a real process.
+pub const QUARRY_BIN: &str = env!("CARGO_BIN_EXE_quarry-under-test");
+
+/// Starts `quarry serve --config file` as a process, its logs (level info) into `log`.
+pub fn quarry_serve(file: &Path, log: &Path) -> std::process::Child {
+    std::process::Command::new(QUARRY_BIN)
+        .args(["serve", "--config"])
+        .arg(file)
+        .env("QUARRY_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start quarry serve")
+}
+
+/// Sends SIGTERM to `child` and waits (at most 30 s) for it to exit; its exit status.
+pub fn stop_child(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            return code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `cond` holds, polling every 50 ms; panics with `what` after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {secs}s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -351,9 +351,6 @@ async fn a_worker_without_docuum_fails_with_how_to_install_it_and_is_retried() {
     }
 }
 
-/// The `quarry` binary, built from host/src/main.rs for these tests.
-const QUARRY: &str = env!("CARGO_BIN_EXE_quarry-under-test");
-
 /// Pids of the live docuum processes whose program is `program` and whose command line
 /// contains `marker` (a whitelist pattern unique to one test).
 fn docuums(program: &str, marker: &str) -> Vec<u64> {
@@ -381,31 +378,6 @@ impl Drop for ReapDocuums<'_> {
         for pid in docuums(self.0, self.1) {
             kill(pid);
         }
-    }
-}
-
-fn serve(file: &Path, log: &Path) -> Child {
-    Command::new(QUARRY)
-        .args(["serve", "--config"])
-        .arg(file)
-        .env("QUARRY_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start quarry serve")
-}
-
-/// Waits (bounded) for a child to exit after SIGTERM; its exit status.
-fn stop(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    // SAFETY: plain kill(2) on a process this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            return code;
-        }
-        assert!(Instant::now() < deadline, "{what} did not stop within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -451,7 +423,7 @@ async fn kill_9_of_serve_inside_docuums_launch_then_restart_adopts_the_orphan() 
 
     // 1. The first server, killed as soon as its docuum exists.
     let log1 = tmp.path().join("serve1.log");
-    let mut first = serve(&file, &log1);
+    let mut first = quarry_serve(&file, &log1);
     let _reap1 = KillOnDrop(u64::from(first.id()));
     let deadline = Instant::now() + Duration::from_secs(90);
     let orphan = loop {
@@ -483,7 +455,7 @@ async fn kill_9_of_serve_inside_docuums_launch_then_restart_adopts_the_orphan() 
 
     // 2. The restarted server: its first run finds no pid on record.
     let log2 = tmp.path().join("serve2.log");
-    let mut second = serve(&file, &log2);
+    let mut second = quarry_serve(&file, &log2);
     let _reap2 = KillOnDrop(u64::from(second.id()));
     let logs2 = || std::fs::read_to_string(&log2).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -497,7 +469,7 @@ async fn kill_9_of_serve_inside_docuums_launch_then_restart_adopts_the_orphan() 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let code = stop(&mut second, "the restarted serve");
+    let code = stop_child(&mut second, "the restarted serve");
     assert!(code.success(), "serve exited with {code}: {}", logs2());
     assert!(logs2().contains("recorded as interrupted"), "{}", logs2());
 
