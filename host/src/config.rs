@@ -12,7 +12,10 @@
 //! tick). `quarry serve`, `quarry check-config` and `quarry run` all go through
 //! [`Config::from_raw`].
 //!
-//! The YAML library sits behind [`parse_yaml`] only.
+//! The YAML library sits behind [`parse_yaml`] only (with its expansion budget, in
+//! `yaml_budget`).
+
+pub mod yaml_budget;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -355,8 +358,14 @@ pub fn read_text(file: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text: {e}"))
 }
 
-/// The only place that knows the YAML library.
+/// The only place that knows the YAML library. A text that would expand past
+/// [`yaml_budget::MAX_EXPANDED_NODES`] nodes or [`yaml_budget::MAX_EXPANDED_SCALAR_BYTES`] of
+/// scalars (an alias bomb) is refused before anything is built.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FieldError> {
+    yaml_budget::check(text).map_err(|reason| FieldError {
+        field: "(file)".into(),
+        reason,
+    })?;
     let de = yaml_serde::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();

@@ -243,3 +243,34 @@ async fn check_config_refuses_devices_fifos_and_huge_files() {
     assert_eq!(code, ExitCode::from(1));
     assert!(err.contains("is larger than 4 MiB"), "{err}");
 }
+
+/// An alias bomb under 1 MB is refused from the parser's counts, under a memory watchdog (the
+/// process's data segment capped at 512 MiB; expanded, it needs gigabytes and would abort).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_refuses_an_alias_bomb_within_bounded_memory() {
+    let tmp = TempDir::new("cli-cfg-bomb");
+    let file = tmp.path().join("bomb.yml");
+    let text = format!(
+        "scheduler:\n  enabled: true\n  tasks:\n{}",
+        alias_bomb_task()
+    );
+    assert!(text.len() < 1 << 20, "{} bytes", text.len());
+    std::fs::write(&file, text).unwrap();
+    let mut command = std::process::Command::new(QUARRY_BIN);
+    command.arg("check-config").arg(&file);
+    limit_data(&mut command, 512 << 20);
+    let out = within(
+        "check-config on the alias bomb",
+        60,
+        tokio::task::spawn_blocking(move || command.output().unwrap()),
+    )
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(ALIAS_BOMB_REFUSED), "{err}");
+    assert!(
+        err.contains("(the limit for a config file): refused"),
+        "{err}"
+    );
+}

@@ -161,3 +161,46 @@ async fn serve_reloads_when_the_config_file_changes() {
     let _ = stop_tx.send(());
     within("serve shutdown", 30, server).await.unwrap().unwrap();
 }
+
+/// An alias bomb written over the config of a running `quarry serve` is rejected from the
+/// parser's counts: the log says which limit, the old config keeps running, and the daemon's
+/// peak memory stays where it was (the process also runs under a 1 GiB data-segment watchdog;
+/// expanded, the bomb needs more and would abort it).
+#[test]
+fn serve_rejects_an_alias_bomb_reload_without_growing() {
+    let tmp = TempDir::new("cfg-bomb");
+    let plugins = plugins_dir(&["probe"]);
+    let file = tmp.path().join("quarry.yml");
+    std::fs::write(&file, config(tmp.path(), plugins.path(), PROBE_OK)).unwrap();
+    let log = tmp.path().join("serve.log");
+    let mut command = quarry_serve_command(&file, &log);
+    limit_data(&mut command, 1 << 30);
+    let mut child = command.spawn().expect("start quarry serve");
+    let _guard = KillOnDrop(child.id().into());
+    let report = tmp.path().join("reports").join("probe_run_report.json");
+    wait_until("the probe's first report", 60, || report.exists());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let peak_before = proc_status_kib(child.id(), "VmHWM");
+
+    // Written beside and renamed over, so no half-written file is ever read.
+    let beside = tmp.path().join(".quarry.yml.new");
+    std::fs::write(
+        &beside,
+        config(tmp.path(), plugins.path(), &alias_bomb_task()),
+    )
+    .unwrap();
+    std::fs::rename(&beside, &file).unwrap();
+    wait_until("the reload is rejected", 60, || {
+        log_text().contains("config rejected") || child.try_wait().unwrap().is_some()
+    });
+    let text = log_text();
+    assert!(text.contains(ALIAS_BOMB_REFUSED), "{text}");
+    assert!(child.try_wait().unwrap().is_none(), "serve died: {text}");
+    let grown_kib = proc_status_kib(child.id(), "VmHWM").saturating_sub(peak_before);
+    assert!(grown_kib < 64 << 10, "peak memory grew by {grown_kib} KiB");
+
+    // The old config keeps running: the probe reports again.
+    std::fs::remove_file(&report).unwrap();
+    wait_until("a probe report after the rejection", 30, || report.exists());
+    assert!(stop_child(&mut child, "quarry serve").success());
+}

@@ -199,16 +199,53 @@ impl Drop for KillOnDrop {
 /// The `quarry` binary, built from host/src/main.rs for the tests that need a real process.
 pub const QUARRY_BIN: &str = env!("CARGO_BIN_EXE_quarry-under-test");
 
-/// Starts `quarry serve --config file` as a process, its logs (level info) into `log`.
-pub fn quarry_serve(file: &Path, log: &Path) -> std::process::Child {
-    std::process::Command::new(QUARRY_BIN)
+/// `quarry serve --config file` as a command, its logs (level info) into `log`.
+pub fn quarry_serve_command(file: &Path, log: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(QUARRY_BIN);
+    command
         .args(["serve", "--config"])
         .arg(file)
         .env("QUARRY_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log).unwrap());
+    command
+}
+
+/// Starts `quarry serve --config file` as a process, its logs (level info) into `log`.
+pub fn quarry_serve(file: &Path, log: &Path) -> std::process::Child {
+    quarry_serve_command(file, log)
         .spawn()
         .expect("start quarry serve")
+}
+
+/// Caps the data segment (heap and private writable mappings, RLIMIT_DATA) of the process
+/// `command` starts: a memory watchdog under which a runaway allocation fails instead of
+/// exhausting the machine. Reserved but untouched address space does not count.
+pub fn limit_data(command: &mut std::process::Command, bytes: u64) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit(2) is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`…).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Sends SIGTERM to `child` and waits (at most 30 s) for it to exit; its exit status.
@@ -239,3 +276,18 @@ pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A probe task (for a config's `scheduler.tasks`) whose params repeat one anchored list of
+/// 150 000 items 95 times: under 1 MB of YAML, over 14 million nodes once the aliases are
+/// expanded (an alias bomb).
+pub fn alias_bomb_task() -> String {
+    format!(
+        "    - task_class: probe\n      interval_seconds: 1\n      params:\n        mode: ok\n        big: &big [{}]\n        copies: [{}]\n",
+        vec!["1"; 150_000].join(", "),
+        vec!["*big"; 95].join(", ")
+    )
+}
+
+/// The message of a config refused for expanding past the node budget.
+pub const ALIAS_BOMB_REFUSED: &str =
+    "(file): expands to more than 1000000 YAML nodes once aliases are expanded";
