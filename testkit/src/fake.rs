@@ -58,7 +58,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use quarry_host::workers::{
-    Command, DEFAULT_ROCKLET_PORT, Output, Program, Worker, WorkerAddr, WorkerApi, WorkerError,
+    Command, DEFAULT_ROCKLET_PORT, Doing, Output, Program, Worker, WorkerAddr, WorkerApi,
+    WorkerError, error_message,
 };
 
 /// One call a [`FakeWorker`] received.
@@ -123,15 +124,12 @@ impl Call {
         }
     }
 
-    /// `execute <argv>`, `read-file "<path>"`…, for messages.
-    fn label(&self) -> String {
+    /// What the call does, for the context of messages.
+    fn doing(&self) -> Doing<'_> {
         match self {
-            Call::Execute(cmd) => match &cmd.program {
-                Program::Argv(argv) => format!("execute {}", argv.join(" ")),
-                Program::Shell(s) => format!("execute sh -c {s:?}"),
-            },
-            Call::ReadFile { path, .. } => format!("read-file {path:?}"),
-            Call::WriteFile { path, .. } => format!("write-file {path:?}"),
+            Call::Execute(cmd) => Doing::Running(&cmd.program),
+            Call::ReadFile { path, .. } => Doing::Reading(path),
+            Call::WriteFile { path, .. } => Doing::Writing(path),
         }
     }
 }
@@ -451,10 +449,10 @@ impl FakeWorker {
         let limit = call.timeout();
         if answer.delay >= limit {
             tokio::time::sleep(limit).await;
-            return Err(WorkerError::Timeout(format!(
-                "worker {}: {}: no reply within {limit:?} (FakeWorker)",
-                self.addr,
-                call.label()
+            return Err(WorkerError::Timeout(error_message(
+                &self.addr,
+                call.doing(),
+                format!("no reply within {limit:?} (FakeWorker)"),
             )));
         }
         if !answer.delay.is_zero() {
@@ -467,10 +465,10 @@ impl FakeWorker {
                 match fallback.map(|a| a.reply) {
                     Some(Reply::Output(out)) => Ok(Reply::Output(out)),
                     Some(Reply::Error(e)) => Err(e),
-                    Some(Reply::Proceed) | None => Err(WorkerError::Other(format!(
-                        "worker {}: {}: the FakeWorker has no answer for this command",
-                        self.addr,
-                        call.label()
+                    Some(Reply::Proceed) | None => Err(WorkerError::Other(error_message(
+                        &self.addr,
+                        call.doing(),
+                        "the FakeWorker has no answer for this command",
                     ))),
                 }
             }
@@ -505,9 +503,10 @@ impl WorkerApi for FakeWorker {
             };
             self.call(call).await?;
             self.file(path).ok_or_else(|| {
-                WorkerError::NotFound(format!(
-                    "worker {}: read-file {path:?}: not found (FakeWorker)",
-                    self.addr
+                WorkerError::NotFound(error_message(
+                    &self.addr,
+                    Doing::Reading(path),
+                    "not found (FakeWorker)",
                 ))
             })
         })
@@ -562,7 +561,7 @@ mod tests {
         let started = std::time::Instant::now();
         let got = w.execute(&argv(&["slow"], ms(50))).await;
         assert!(
-            matches!(&got, Err(WorkerError::Timeout(m)) if m.starts_with("worker h:22555: execute slow")),
+            matches!(&got, Err(WorkerError::Timeout(m)) if m.starts_with("no reply within") && m.ends_with("while running `slow` on worker h:22555")),
             "{got:?}"
         );
         assert!(started.elapsed() >= ms(50) && started.elapsed() < ms(100));
@@ -609,7 +608,7 @@ mod tests {
         let strict = Arc::new(FakeWorker::new(WorkerAddr::Local));
         let got = strict.worker().execute(&argv(&["ls"], t)).await;
         assert!(
-            matches!(&got, Err(WorkerError::Other(m)) if m.contains("no answer") && m.contains("execute ls")),
+            matches!(&got, Err(WorkerError::Other(m)) if m.starts_with("the FakeWorker has no answer") && m.contains("running `ls")),
             "{got:?}"
         );
         let lenient = Arc::new(FakeWorker::new(WorkerAddr::Local).otherwise(Answer::ok("")));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use quarry_host::report::START_TIME_KEY;
 use quarry_host::report::{TickOutcome, WorkerOutcome, WorkerResult};
 use quarry_host::run::{run_on_worker, run_tick};
-use quarry_host::workers::{Worker, WorkerError};
+use quarry_host::workers::{Doing, Program, Worker, WorkerAddr, WorkerError, error_message};
 use quarry_testkit::{Answer, Call, FakeWorker};
 use serde_json::{Value, json};
 
@@ -105,20 +105,33 @@ async fn a_run_writes_pending_then_the_final_status_through_write_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_errors_are_reported_with_their_kind() {
     let (rt, set) = probe().await;
+    // Messages as real workers give them: the reason, then what and where.
+    let message = |host: &str, doing, reason| {
+        let addr = WorkerAddr::Remote {
+            host: host.into(),
+            port: 22555,
+        };
+        error_message(&addr, doing, reason)
+    };
     let refused = Arc::new(FakeWorker::remote("10.0.0.1").on_write(
         STATUS_FILE,
-        Answer::error(WorkerError::Rejected(
-            "worker 10.0.0.1:22555: write-file: refused".into(),
-        )),
+        Answer::error(WorkerError::Rejected(message(
+            "10.0.0.1",
+            Doing::Writing(STATUS_FILE),
+            "refused",
+        ))),
     ));
     // The pending write never answers: the run is a timeout and the task never starts.
     let slow = Arc::new(FakeWorker::remote("10.0.0.2").on_write(STATUS_FILE, Answer::timeout()));
     // The task's own command fails: the guest sees the error kind, the run succeeds.
+    let tool = Program::Argv(vec!["quarry-tool".into(), "-v".into()]);
     let missing = Arc::new(FakeWorker::remote("10.0.0.3").on_argv(
         &["quarry-tool"],
-        Answer::error(WorkerError::NotFound(
-            "worker 10.0.0.3:22555: execute: program \"quarry-tool\" not found".into(),
-        )),
+        Answer::error(WorkerError::NotFound(message(
+            "10.0.0.3",
+            Doing::Running(&tool),
+            "program \"quarry-tool\" not found on the worker",
+        ))),
     ));
     // Only the final write fails.
     let flaky = Arc::new(
@@ -127,9 +140,11 @@ async fn worker_errors_are_reported_with_their_kind() {
             .times(1)
             .on_write(
                 STATUS_FILE,
-                Answer::error(WorkerError::Other(
-                    "worker 10.0.0.4:22555: disk full".into(),
-                )),
+                Answer::error(WorkerError::Other(message(
+                    "10.0.0.4",
+                    Doing::Writing(STATUS_FILE),
+                    "disk full",
+                ))),
             )
             .otherwise(Answer::ok("")),
     );
@@ -159,7 +174,7 @@ async fn worker_errors_are_reported_with_their_kind() {
         &r[0],
         WorkerOutcome::Failed,
         "Rejected",
-        "writing the pending status: worker 10.0.0.1",
+        "writing the pending status: refused — while writing",
     );
     assert!(
         refused.commands().is_empty(),
@@ -170,7 +185,7 @@ async fn worker_errors_are_reported_with_their_kind() {
         &r[1],
         WorkerOutcome::Timeout,
         "TimeoutError",
-        "writing the pending status: worker 10.0.0.2",
+        "writing the pending status: no reply within",
     );
     assert!(slow.commands().is_empty());
 
@@ -190,7 +205,7 @@ async fn worker_errors_are_reported_with_their_kind() {
         &r[3],
         WorkerOutcome::Failed,
         "WorkerError",
-        "writing its final status failed: worker 10.0.0.4:22555: disk full",
+        "writing its final status failed: disk full — while writing \"/data/scheduler_status/probe_status.json\" on worker 10.0.0.4:22555",
     );
 }
 

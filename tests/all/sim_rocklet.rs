@@ -89,12 +89,12 @@ async fn execute_read_and_write_round_trip_in_the_rocklets_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_511_is_classified_by_class_path_and_the_next_call_succeeds() {
     let (sim, worker) = sim().await;
-    let prefix = format!("worker 127.0.0.1:{}", sim.port());
+    let worker_named = format!(" on worker 127.0.0.1:{}", sim.port());
     // A read of a file never written: the rocklet's FileNotFoundError.
     let got = within("read missing", 10, worker.read_file("/nope", CALL_TIMEOUT)).await;
     match got {
         Err(WorkerError::NotFound(m)) => {
-            assert!(m.starts_with(&prefix) && m.contains("/nope"), "{m}")
+            assert!(m.ends_with(&worker_named) && m.contains("/nope"), "{m}")
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -104,7 +104,7 @@ async fn a_511_is_classified_by_class_path_and_the_next_call_succeeds() {
     ));
     let got = within("timed out", 10, worker.execute(&argv(&["sleep", "1"]))).await;
     assert!(
-        matches!(&got, Err(WorkerError::Timeout(m)) if m.starts_with(&prefix)),
+        matches!(&got, Err(WorkerError::Timeout(m)) if m.ends_with(&worker_named)),
         "{got:?}"
     );
     sim.script(Scripted::exception(

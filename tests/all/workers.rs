@@ -85,9 +85,9 @@ impl Subject {
         self.dir.join(rel).to_string_lossy().into_owned()
     }
 
-    /// How the worker names itself in error messages.
-    fn prefix(&self) -> String {
-        format!("worker {}", self.worker.addr())
+    /// How error messages end: naming the worker, after the reason and what was being done.
+    fn suffix(&self) -> String {
+        format!(" on worker {}", self.worker.addr())
     }
 }
 
@@ -249,7 +249,7 @@ async fn missing_cwd_is_not_found(s: &Subject) {
     cmd.cwd = Some(missing.clone());
     match run(s, "missing cwd", &cmd).await {
         Err(WorkerError::NotFound(m)) => {
-            assert!(m.starts_with(&s.prefix()) && m.contains(&missing), "{m}");
+            assert!(m.ends_with(&s.suffix()) && m.contains(&missing), "{m}");
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -263,7 +263,7 @@ async fn missing_program_is_not_found(s: &Subject) {
     ] {
         match run(s, "missing program", &cmd).await {
             Err(WorkerError::NotFound(m)) => {
-                assert!(m.starts_with(&s.prefix()) && m.contains(program), "{m}");
+                assert!(m.ends_with(&s.suffix()) && m.contains(program), "{m}");
             }
             other => panic!("expected NotFound for {cmd:?}, got {other:?}"),
         }
@@ -282,7 +282,7 @@ async fn timeout_kills_process_group(s: &Subject) {
     let elapsed = started.elapsed();
     match &got {
         Err(WorkerError::Timeout(m)) => {
-            assert!(m.starts_with(&s.prefix()), "{m}");
+            assert!(m.ends_with(&s.suffix()), "{m}");
             assert!(
                 m.contains("timed out after 1s") && m.contains("sleep 30"),
                 "{m}"
@@ -355,14 +355,14 @@ async fn file_errors(s: &Subject) {
     let missing = s.path("nope/missing.txt");
     match step("read missing", s.worker.read_file(&missing, FILE_TIMEOUT)).await {
         Err(WorkerError::NotFound(m)) => {
-            assert!(m.starts_with(&s.prefix()) && m.contains(&missing), "{m}");
+            assert!(m.ends_with(&s.suffix()) && m.contains(&missing), "{m}");
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
 
     let dir = s.dir.to_string_lossy().into_owned();
     match step("read directory", s.worker.read_file(&dir, FILE_TIMEOUT)).await {
-        Err(WorkerError::Other(m)) => assert!(m.starts_with(&s.prefix()), "{m}"),
+        Err(WorkerError::Other(m)) => assert!(m.ends_with(&s.suffix()), "{m}"),
         other => panic!("expected Other for a directory, got {other:?}"),
     }
     match step(
@@ -371,7 +371,7 @@ async fn file_errors(s: &Subject) {
     )
     .await
     {
-        Err(WorkerError::Other(m)) => assert!(m.starts_with(&s.prefix()), "{m}"),
+        Err(WorkerError::Other(m)) => assert!(m.ends_with(&s.suffix()), "{m}"),
         other => panic!("expected Other for writing a directory, got {other:?}"),
     }
 
@@ -379,7 +379,7 @@ async fn file_errors(s: &Subject) {
     std::fs::write(&binary, [b'o', b'k', 0xff, 0xfe, b'\n']).expect("write binary fixture");
     match step("read non-UTF-8", s.worker.read_file(&binary, FILE_TIMEOUT)).await {
         Err(WorkerError::Other(m)) => {
-            assert!(m.starts_with(&s.prefix()) && m.contains("UTF-8"), "{m}");
+            assert!(m.ends_with(&s.suffix()) && m.contains("UTF-8"), "{m}");
         }
         other => panic!("expected Other for non-UTF-8, got {other:?}"),
     }
@@ -392,7 +392,7 @@ async fn file_errors(s: &Subject) {
     )
     .await
     {
-        Err(WorkerError::Other(m)) => assert!(m.starts_with(&s.prefix()), "{m}"),
+        Err(WorkerError::Other(m)) => assert!(m.ends_with(&s.suffix()), "{m}"),
         other => panic!("expected Other for a file as parent, got {other:?}"),
     }
 }
@@ -411,7 +411,7 @@ async fn file_size_caps(s: &Subject) {
     )
     .await
     {
-        Err(WorkerError::Rejected(m)) => assert!(m.starts_with(&s.prefix()), "{m}"),
+        Err(WorkerError::Rejected(m)) => assert!(m.ends_with(&s.suffix()), "{m}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
     assert!(
@@ -421,7 +421,7 @@ async fn file_size_caps(s: &Subject) {
 
     std::fs::write(&path, &big).expect("write big fixture");
     match step("read over cap", worker.read_file(&path, FILE_TIMEOUT)).await {
-        Err(WorkerError::Rejected(m)) => assert!(m.starts_with(&s.prefix()), "{m}"),
+        Err(WorkerError::Rejected(m)) => assert!(m.ends_with(&s.suffix()), "{m}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
     let exact = "y".repeat(1024);
@@ -598,10 +598,7 @@ async fn rocklet_reply_over_body_cap_is_rejected() {
     .await;
     match got {
         Err(WorkerError::Rejected(m)) => {
-            assert!(
-                m.starts_with(&s.prefix()) && m.contains("larger than"),
-                "{m}"
-            );
+            assert!(m.ends_with(&s.suffix()) && m.contains("larger than"), "{m}");
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
@@ -618,7 +615,7 @@ async fn rocklet_unreachable() {
         .port();
     let rocklet = rocklet_client(port, Limits::default());
     let worker = Worker::from_arc(rocklet.clone());
-    let want = format!("worker 127.0.0.1:{port} unreachable");
+    let worker_named = format!(" on worker 127.0.0.1:{port}");
     let results = [
         step("execute", worker.execute(&argv(&["true"])))
             .await
@@ -635,7 +632,10 @@ async fn rocklet_unreachable() {
     ];
     for r in results {
         match r {
-            Err(WorkerError::Unreachable(m)) => assert!(m.starts_with(&want), "{m}"),
+            Err(WorkerError::Unreachable(m)) => assert!(
+                m.starts_with("unreachable: ") && m.ends_with(&worker_named),
+                "{m}"
+            ),
             other => panic!("expected Unreachable, got {other:?}"),
         }
     }
@@ -809,7 +809,7 @@ async fn rocklet_bad_and_error_replies_are_classified() {
                 assert!(check(e), "{name}: unexpected {e:?}");
                 let m = e.to_string();
                 assert!(
-                    m.starts_with(&format!("worker 127.0.0.1:{port}")),
+                    m.ends_with(&format!(" on worker 127.0.0.1:{port}")),
                     "{name}: {m}"
                 );
                 assert!(

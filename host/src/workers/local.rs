@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{Command, Limits, Output, Program, WorkerAddr, WorkerError, truncate_output};
+use super::{
+    CONTEXT_MAX_CHARS, Command, Doing, Limits, Output, Program, WorkerAddr, WorkerError,
+    clip_chars, error_message, truncate_output,
+};
 
 /// Bytes kept beyond the output cap before discarding starts, so a multi-byte UTF-8 character
 /// straddling the cap is still decoded whole before [`truncate_output`] cuts on its boundary.
@@ -36,10 +39,6 @@ const PIPE_READ_CHUNK_BYTES: usize = 64 * 1024;
 /// How long to wait for a killed process group's leader to be reaped after a timeout. `SIGKILL`
 /// cannot be caught, so this only guards against a process stuck in uninterruptible sleep (D).
 const REAP_AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest command description in error messages, in characters: enough to recognise the
-/// command, short enough to keep a report line readable.
-const COMMAND_DESCRIPTION_MAX_CHARS: usize = 200;
 
 /// Distinguishes temporary files of concurrent writes from this process.
 static TEMP_FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -87,16 +86,14 @@ impl LocalWorker {
             Program::Argv(argv) => match argv.split_first() {
                 Some((first, rest)) => (first.as_str(), rest),
                 None => {
-                    return Err(WorkerError::Rejected(
-                        "worker local: execute: argv is empty".into(),
-                    ));
+                    return Err(WorkerError::Rejected(running(cmd, "argv is empty")));
                 }
             },
             Program::Shell(script) => ("/bin/sh", std::slice::from_ref(script)),
         };
 
         if let Some(cwd) = &cmd.cwd {
-            check_cwd(cwd).await?;
+            check_cwd(cmd, cwd).await?;
         }
 
         let mut command = tokio::process::Command::new(program);
@@ -142,16 +139,10 @@ impl LocalWorker {
             Ok((out, err, status)) => {
                 group.disarm();
                 let status = status.map_err(|e| {
-                    WorkerError::Other(format!(
-                        "worker local: execute: waiting for {} failed: {e}",
-                        describe_command(&cmd.program)
-                    ))
+                    WorkerError::Other(running(cmd, format!("waiting for the command failed: {e}")))
                 })?;
                 let read_error = |e: io::Error| {
-                    WorkerError::Other(format!(
-                        "worker local: execute: reading the output of {} failed: {e}",
-                        describe_command(&cmd.program)
-                    ))
+                    WorkerError::Other(running(cmd, format!("reading its output failed: {e}")))
                 };
                 let (out, out_total) = out.map_err(read_error)?;
                 let (err, err_total) = err.map_err(read_error)?;
@@ -168,10 +159,12 @@ impl LocalWorker {
                 group.kill();
                 // Reap the leader; the pipes were dropped with the collecting future.
                 let _ = tokio::time::timeout(REAP_AFTER_KILL_TIMEOUT, child.wait()).await;
-                Err(WorkerError::Timeout(format!(
-                    "worker local: command timed out after {} and its process group was killed: {}",
-                    format_secs(cmd.timeout),
-                    describe_command(&cmd.program)
+                Err(WorkerError::Timeout(running(
+                    cmd,
+                    format!(
+                        "timed out after {} and its process group was killed",
+                        format_secs(cmd.timeout)
+                    ),
                 )))
             }
         }
@@ -185,26 +178,25 @@ impl LocalWorker {
     pub async fn read_file(&self, path: &str, timeout: Duration) -> Result<String, WorkerError> {
         match tokio::time::timeout(timeout, self.read_file_inner(path)).await {
             Ok(result) => result,
-            Err(_) => Err(WorkerError::Timeout(format!(
-                "worker local: read-file {path:?} timed out after {}",
-                format_secs(timeout)
+            Err(_) => Err(WorkerError::Timeout(local(
+                Doing::Reading(path),
+                format!("timed out after {}", format_secs(timeout)),
             ))),
         }
     }
 
     async fn read_file_inner(&self, path: &str) -> Result<String, WorkerError> {
         let max = self.limits.max_file_bytes;
-        let fail = |what: &str, e: io::Error| file_error("read-file", path, what, e);
+        let doing = Doing::Reading(path);
+        let fail = |what: &str, e: io::Error| file_error(doing, what, e);
         let meta = tokio::fs::metadata(path)
             .await
             .map_err(|e| fail("cannot stat", e))?;
         if meta.is_dir() {
-            return Err(WorkerError::Other(format!(
-                "worker local: read-file {path:?}: is a directory"
-            )));
+            return Err(WorkerError::Other(local(doing, "is a directory")));
         }
         if meta.len() > max as u64 {
-            return Err(too_big("read-file", path, meta.len(), max));
+            return Err(too_big(doing, meta.len(), max));
         }
         let file = tokio::fs::File::open(path)
             .await
@@ -216,14 +208,18 @@ impl LocalWorker {
             .await
             .map_err(|e| fail("cannot read", e))?;
         if bytes.len() > max {
-            return Err(WorkerError::Rejected(format!(
-                "worker local: read-file {path:?}: file is larger than the limit of {max} bytes"
+            return Err(WorkerError::Rejected(local(
+                doing,
+                format!("the file is larger than the limit of {max} bytes"),
             )));
         }
         String::from_utf8(bytes).map_err(|e| {
-            WorkerError::Other(format!(
-                "worker local: read-file {path:?}: file is not valid UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
+            WorkerError::Other(local(
+                doing,
+                format!(
+                    "the file is not valid UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
             ))
         })
     }
@@ -243,13 +239,16 @@ impl LocalWorker {
     ) -> Result<(), WorkerError> {
         let max = self.limits.max_file_bytes;
         if content.len() > max {
-            return Err(too_big("write-file", path, content.len() as u64, max));
+            return Err(too_big(Doing::Writing(path), content.len() as u64, max));
         }
         match tokio::time::timeout(timeout, write_atomically(path, content)).await {
             Ok(result) => result,
-            Err(_) => Err(WorkerError::Timeout(format!(
-                "worker local: write-file {path:?} timed out after {}; the file was not changed",
-                format_secs(timeout)
+            Err(_) => Err(WorkerError::Timeout(local(
+                Doing::Writing(path),
+                format!(
+                    "timed out after {}; the file was not changed",
+                    format_secs(timeout)
+                ),
             ))),
         }
     }
@@ -352,18 +351,31 @@ fn decode_capped(kept: &[u8], total: u64, cap: usize) -> String {
     }
 }
 
+/// An error message of this worker: `reason`, then what was being done.
+fn local(doing: Doing<'_>, reason: impl std::fmt::Display) -> String {
+    error_message(&WorkerAddr::Local, doing, reason)
+}
+
+/// An error message about running `cmd` on this worker.
+fn running(cmd: &Command, reason: impl std::fmt::Display) -> String {
+    local(Doing::Running(&cmd.program), reason)
+}
+
 /// Checks that a command's working directory exists and is a directory.
-async fn check_cwd(cwd: &str) -> Result<(), WorkerError> {
+async fn check_cwd(cmd: &Command, cwd: &str) -> Result<(), WorkerError> {
     match tokio::fs::metadata(cwd).await {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(WorkerError::Other(format!(
-            "worker local: execute: cwd {cwd:?} is not a directory"
+        Ok(_) => Err(WorkerError::Other(running(
+            cmd,
+            format!("cwd {cwd:?} is not a directory"),
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(WorkerError::NotFound(format!(
-            "worker local: execute: cwd {cwd:?} not found"
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(WorkerError::NotFound(running(
+            cmd,
+            format!("cwd {cwd:?} not found"),
         ))),
-        Err(e) => Err(WorkerError::Other(format!(
-            "worker local: execute: cwd {cwd:?} is not usable: {e}"
+        Err(e) => Err(WorkerError::Other(running(
+            cmd,
+            format!("cwd {cwd:?} is not usable: {e}"),
         ))),
     }
 }
@@ -374,34 +386,34 @@ async fn spawn_error(program: &str, cmd: &Command, e: io::Error) -> WorkerError 
         if let Some(cwd) = &cmd.cwd
             && tokio::fs::metadata(cwd).await.is_err()
         {
-            return WorkerError::NotFound(format!("worker local: execute: cwd {cwd:?} not found"));
+            return WorkerError::NotFound(running(cmd, format!("cwd {cwd:?} not found")));
         }
         let where_ = if program.contains('/') {
             ""
         } else {
             " on PATH"
         };
-        return WorkerError::NotFound(format!(
-            "worker local: execute: program {program:?} not found{where_}"
+        return WorkerError::NotFound(running(
+            cmd,
+            format!("program {program:?} not found{where_}"),
         ));
     }
-    WorkerError::Other(format!(
-        "worker local: execute: cannot run program {program:?}: {e}"
-    ))
+    WorkerError::Other(running(cmd, format!("cannot run program {program:?}: {e}")))
 }
 
 /// Error for a failed file-system call on `path`: `NotFound` for a missing file, else `Other`.
-fn file_error(op: &str, path: &str, what: &str, e: io::Error) -> WorkerError {
+fn file_error(doing: Doing<'_>, what: &str, e: io::Error) -> WorkerError {
     if e.kind() == io::ErrorKind::NotFound {
-        WorkerError::NotFound(format!("worker local: {op} {path:?}: not found"))
+        WorkerError::NotFound(local(doing, "not found"))
     } else {
-        WorkerError::Other(format!("worker local: {op} {path:?}: {what}: {e}"))
+        WorkerError::Other(local(doing, format!("{what}: {e}")))
     }
 }
 
-fn too_big(op: &str, path: &str, len: u64, max: usize) -> WorkerError {
-    WorkerError::Rejected(format!(
-        "worker local: {op} {path:?}: {len} bytes is over the limit of {max} bytes"
+fn too_big(doing: Doing<'_>, len: u64, max: usize) -> WorkerError {
+    WorkerError::Rejected(local(
+        doing,
+        format!("{len} bytes is over the limit of {max} bytes"),
     ))
 }
 
@@ -421,10 +433,8 @@ impl Drop for TempFile {
 
 /// Writes `content` to a temporary sibling of `path`, then renames it over `path`.
 async fn write_atomically(path: &str, content: &str) -> Result<(), WorkerError> {
-    let op = "write-file";
-    let other = |what: &str, e: io::Error| {
-        WorkerError::Other(format!("worker local: {op} {path:?}: {what}: {e}"))
-    };
+    let doing = Doing::Writing(path);
+    let other = |what: &str, e: io::Error| WorkerError::Other(local(doing, format!("{what}: {e}")));
 
     // Write through a symbolic link, as a plain write would, instead of replacing the link.
     let mut target = PathBuf::from(path);
@@ -439,21 +449,20 @@ async fn write_atomically(path: &str, content: &str) -> Result<(), WorkerError> 
         Err(_) => None,
     };
     if existing.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(WorkerError::Other(format!(
-            "worker local: {op} {path:?}: is a directory"
-        )));
+        return Err(WorkerError::Other(local(doing, "is a directory")));
     }
 
     let Some(file_name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return Err(WorkerError::Rejected(format!(
-            "worker local: {op} {path:?}: path does not name a file"
+        return Err(WorkerError::Rejected(local(
+            doing,
+            "the path does not name a file",
         )));
     };
     let parent = parent_dir(&target);
     tokio::fs::create_dir_all(&parent).await.map_err(|e| {
-        WorkerError::Other(format!(
-            "worker local: {op} {path:?}: cannot create parent directory {}: {e}",
-            parent.display()
+        WorkerError::Other(local(
+            doing,
+            format!("cannot create parent directory {}: {e}", parent.display()),
         ))
     })?;
 
@@ -492,7 +501,7 @@ async fn write_atomically(path: &str, content: &str) -> Result<(), WorkerError> 
 
 /// A short, single-line description of a command for error messages: argv words (quoted when
 /// they contain anything but plain characters) or `sh -c "<script>"`, cut to
-/// [`COMMAND_DESCRIPTION_MAX_CHARS`] characters. Environment values are never included.
+/// [`CONTEXT_MAX_CHARS`] characters. Environment values are never included.
 pub(super) fn describe_command(program: &Program) -> String {
     let plain = |s: &str| {
         !s.is_empty()
@@ -513,10 +522,7 @@ pub(super) fn describe_command(program: &Program) -> String {
             .join(" "),
         Program::Shell(script) => format!("sh -c {script:?}"),
     };
-    match text.char_indices().nth(COMMAND_DESCRIPTION_MAX_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    clip_chars(&text, CONTEXT_MAX_CHARS)
 }
 
 /// Formats a duration as seconds with up to three decimals: `1s`, `1.5s`, `0.25s`.
@@ -580,7 +586,7 @@ mod tests {
             r#"sh -c "echo hi\nexit 3""#
         );
         let long = describe_command(&Program::Shell("x".repeat(1000)));
-        assert_eq!(long.chars().count(), COMMAND_DESCRIPTION_MAX_CHARS + 1);
+        assert_eq!(long.chars().count(), CONTEXT_MAX_CHARS + 1);
         assert!(long.ends_with('…'));
     }
 

@@ -9,8 +9,9 @@
 //! - [`local::LocalWorker`]: this machine, the embedded default worker `local`, with the same
 //!   semantics (argv or shell, merged env, process-group kill on timeout, size caps).
 //!
-//! Errors are [`WorkerError`] kinds the guest sees as typed variants; every message names the
-//! worker and the thing that failed.
+//! Errors are [`WorkerError`] kinds the guest sees as typed variants; every message
+//! ([`error_message`]) gives the reason first, then what was being done (the command or path,
+//! clipped) and on which worker.
 
 pub mod discovery;
 pub mod local;
@@ -173,6 +174,61 @@ impl WorkerError {
     }
 }
 
+/// Longest command or path quoted in the context of a worker error message; a longer one is
+/// clipped with an ellipsis, so the reason, which comes first, is never buried.
+pub const CONTEXT_MAX_CHARS: usize = 80;
+
+/// What a worker call was doing, for the context that ends its error messages.
+#[derive(Clone, Copy, Debug)]
+pub enum Doing<'a> {
+    /// `execute` of this program.
+    Running(&'a Program),
+    /// `read-file` of this path.
+    Reading(&'a str),
+    /// `write-file` of this path.
+    Writing(&'a str),
+    /// The rocklet's readiness probe.
+    CheckingAlive,
+}
+
+impl Doing<'_> {
+    /// `running `sh -c "find …"``, `reading "/etc/x"`, `checking that it is alive`: the
+    /// command or path clipped to [`CONTEXT_MAX_CHARS`].
+    fn describe(&self) -> String {
+        match self {
+            Doing::Running(program) => format!("running `{}`", local::describe_command(program)),
+            Doing::Reading(path) => {
+                format!(
+                    "reading {}",
+                    clip_chars(&format!("{path:?}"), CONTEXT_MAX_CHARS)
+                )
+            }
+            Doing::Writing(path) => {
+                format!(
+                    "writing {}",
+                    clip_chars(&format!("{path:?}"), CONTEXT_MAX_CHARS)
+                )
+            }
+            Doing::CheckingAlive => "checking that it is alive".to_string(),
+        }
+    }
+}
+
+/// A worker error message: the reason first, then what was being done and on which worker,
+/// e.g. `exit status 2: find: '/x': No such file or directory — while running `sh -c "find
+/// /x …"` on worker 10.0.0.1:22555`.
+pub fn error_message(addr: &WorkerAddr, doing: Doing<'_>, reason: impl fmt::Display) -> String {
+    format!("{reason} — while {} on worker {addr}", doing.describe())
+}
+
+/// `s` cut to `max` characters, with an ellipsis when it was longer.
+pub(crate) fn clip_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
 /// Size caps applied to every worker call, so a runaway command or file cannot exhaust the
 /// host (the rocklet itself has no limits).
 #[derive(Clone, Copy, Debug)]
@@ -198,7 +254,8 @@ impl Default for Limits {
 /// Callers never use it directly: they hold a [`Worker`], which checks every argument first
 /// (an empty argv, NUL bytes, an empty path, no time left…) and passes on only calls that
 /// satisfy those checks. Implementations report failures as [`WorkerError`]s whose messages
-/// name the worker (`worker <addr>: …`) and the object, and enforce their [`Limits`].
+/// give the reason first, then the object and the worker ([`error_message`]), and enforce their
+/// [`Limits`].
 pub trait WorkerApi: Send + Sync + fmt::Debug {
     /// The worker's address, as messages and reports name it.
     fn addr(&self) -> &WorkerAddr;
@@ -297,9 +354,10 @@ impl Worker {
     /// Reads a UTF-8 text file, within `timeout`.
     pub async fn read_file(&self, path: &str, timeout: Duration) -> Result<String, WorkerError> {
         if path.is_empty() || path.contains('\0') {
-            return Err(WorkerError::Rejected(format!(
-                "worker {}: read-file: path {path:?} is empty or contains NUL",
-                self.addr()
+            return Err(WorkerError::Rejected(error_message(
+                self.addr(),
+                Doing::Reading(path),
+                "the path is empty or contains NUL",
             )));
         }
         self.0.read_file(path, timeout).await
@@ -313,9 +371,10 @@ impl Worker {
         timeout: Duration,
     ) -> Result<(), WorkerError> {
         if path.is_empty() || path.contains('\0') {
-            return Err(WorkerError::Rejected(format!(
-                "worker {}: write-file: path {path:?} is empty or contains NUL",
-                self.addr()
+            return Err(WorkerError::Rejected(error_message(
+                self.addr(),
+                Doing::Writing(path),
+                "the path is empty or contains NUL",
             )));
         }
         self.0.write_file(path, content, timeout).await
@@ -344,11 +403,8 @@ pub fn connect_with(addrs: &[WorkerAddr], limits: Limits, client: &reqwest::Clie
 
 /// Validates a command before it reaches any worker; `Some` is the rejection.
 fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
-    let reject = |why: String| {
-        Some(WorkerError::Rejected(format!(
-            "worker {addr}: execute: {why}"
-        )))
-    };
+    let doing = Doing::Running(&cmd.program);
+    let reject = |why: String| Some(WorkerError::Rejected(error_message(addr, doing, why)));
     let has_nul = |s: &str| s.contains('\0');
     match &cmd.program {
         Program::Argv(argv) if argv.is_empty() => return reject("argv is empty".into()),
@@ -375,8 +431,10 @@ fn check_command(addr: &WorkerAddr, cmd: &Command) -> Option<WorkerError> {
         return reject("cwd is empty or contains NUL".into());
     }
     if cmd.timeout.is_zero() {
-        return Some(WorkerError::Timeout(format!(
-            "worker {addr}: execute: no time left in the run"
+        return Some(WorkerError::Timeout(error_message(
+            addr,
+            doing,
+            "no time left in the run",
         )));
     }
     None
@@ -400,6 +458,63 @@ pub(crate) fn truncate_output(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_give_the_reason_first_and_clip_the_context() {
+        let script = format!(
+            "find /var/log -name '*.gz' {}-delete",
+            "-o -name x ".repeat(100)
+        );
+        let program = Program::Shell(script);
+        let addr = WorkerAddr::Remote {
+            host: "10.0.0.1".into(),
+            port: 22555,
+        };
+        let reason = "exit status 2: find: '/var/log': Permission denied";
+        let m = error_message(&addr, Doing::Running(&program), reason);
+        assert!(
+            m.starts_with(&format!(
+                "{reason} — while running `sh -c \"find /var/log -name '*.gz' -o"
+            )),
+            "{m}"
+        );
+        assert!(m.ends_with("…` on worker 10.0.0.1:22555"), "{m}");
+        let bound = reason.chars().count() + CONTEXT_MAX_CHARS + 50;
+        assert!(
+            m.chars().count() <= bound,
+            "{} chars: {m}",
+            m.chars().count()
+        );
+        let path = format!("/data/{}/status.json", "deep/".repeat(50));
+        let m = error_message(&WorkerAddr::Local, Doing::Writing(&path), "disk full");
+        assert!(
+            m.starts_with("disk full — while writing \"/data/deep/"),
+            "{m}"
+        );
+        assert!(m.ends_with("… on worker local"), "{m}");
+        assert!(
+            m.chars().count() <= "disk full".len() + CONTEXT_MAX_CHARS + 50,
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_script_fails_with_its_reason_first() {
+        let worker = Worker::new(local::LocalWorker::new(Limits::default()));
+        let cmd = Command {
+            program: Program::Shell(format!("echo {}", "word ".repeat(500))),
+            cwd: Some("/nonexistent-quarry-dir".into()),
+            env: vec![],
+            timeout: Duration::from_secs(5),
+        };
+        let e = worker.execute(&cmd).await.unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with("cwd \"/nonexistent-quarry-dir\" not found — while running `sh -c"),
+            "{m}"
+        );
+        assert!(m.chars().count() < 200, "{} chars: {m}", m.chars().count());
+    }
 
     #[test]
     fn parses_addresses() {

@@ -13,7 +13,7 @@ use crate::params::{Config, Tool};
 
 fn not_found(program: &str) -> Answer {
     Err(Error::NotFound(format!(
-        "worker 127.0.0.1:1: execute: program {program:?} not found on the worker"
+        "program {program:?} not found on the worker (…) — while running `{program} cache …` on worker 127.0.0.1:1"
     )))
 }
 
