@@ -53,7 +53,7 @@ impl Size {
 /// Refuses `text` when it expands past [`MAX_EXPANDED_NODES`] or [`MAX_EXPANDED_SCALAR_BYTES`];
 /// the error names the limit. Memory and time stay linear in the text. A syntax error ends the
 /// count quietly: the deserializer reports it (and sees no more than was counted here).
-pub fn check(text: &str) -> Result<(), String> {
+pub(super) fn check(text: &str) -> Result<(), String> {
     let mut events = Events::new(text.as_bytes());
     // Open collections, innermost last: their anchor and what they hold so far.
     let mut open: Vec<(Option<Vec<u8>>, Size)> = Vec::new();
