@@ -263,9 +263,11 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             .first()
             .map(|(c, p)| format!(" (first: {c} {p:?})"))
             .unwrap_or_default();
-        let Value::Object(detail) = detail else {
+        let Value::Object(mut detail) = detail else {
             unreachable!("json! of an object")
         };
+        // The failure's own `status` and `error` come first.
+        detail.remove("status");
         return Outcome::failed_with(
             format!(
                 "could not remove {} entries under {}{first}",

@@ -261,6 +261,7 @@ fn entries_that_cannot_be_removed_fail_the_run_with_the_counts() {
         out.detail["error"].as_str(),
         Some("could not remove 1 entries under /r (first: old \"/r/s/logs/old/x\")")
     );
+    assert_eq!(out.detail["status"], "failed");
     assert_eq!(out.detail["removed_stale_count"], 1);
     assert!(
         out.detail["stderr_head"]
