@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use quarry_host::config::Config;
 use quarry_host::report::TickOutcome;
+use quarry_host::server::resolve_tasks;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -370,4 +372,53 @@ async fn sandbox_log_archive_with_a_wrong_secret_keeps_every_dir_and_says_why() 
         &rocklet_log,
         &[wrong_secret.to_string()],
     );
+}
+
+/// Loads a config of one task, as `quarry serve` and `check-config` do, with both plugins: the
+/// plugin it resolves to, or the problems, one per line.
+async fn resolve(task_class: &str, params: &str) -> Result<String, String> {
+    let yaml =
+        format!("scheduler:\n  tasks:\n    - task_class: {task_class}\n      params: {params}\n");
+    let plugins = plugins_dir(&["ray_log_cleanup", "sandbox_log_archive"]);
+    let mut cfg = Config::from_yaml(&yaml, plugins.path()).map_err(|p| format!("{p:?}"))?;
+    cfg.paths.plugins_dir = plugins.path().to_path_buf();
+    let rt = runtime(64, Duration::from_secs(5));
+    let set = load(&rt, plugins.path()).await;
+    match resolve_tasks(&rt, &cfg, &set).await {
+        Ok(tasks) => Ok(tasks[0].plugin.to_string()),
+        Err(p) => Err(p
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocks_class_path_class_name_and_quarry_name_load_and_bad_params_are_named() {
+    let archive = r#"{endpoint: "http://127.0.0.1:9000", bucket: logs, credentials_file: /etc/quarry/s3.curl}"#;
+    for (class, name, params) in [
+        ("RayLogCleanupTask", "ray_log_cleanup", "{}"),
+        ("SandboxLogArchiveTask", "sandbox_log_archive", archive),
+    ] {
+        let path = format!("rock.admin.scheduler.tasks.{name}_task.{class}");
+        for form in [path.as_str(), class, name] {
+            assert_eq!(resolve(form, params).await.as_deref(), Ok(name), "{form}");
+        }
+    }
+    let err = resolve("RayLogCleanupTask", "{min_age_hours: 0}")
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("scheduler.tasks[0].params: ")
+            && err.ends_with("min_age_hours 0: must be at least 1"),
+        "{err}"
+    );
+    let err = resolve(
+        "SandboxLogArchiveTask",
+        "{endpoint: http://h, bucket: logs}",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("credentials_file: required"), "{err}");
 }
