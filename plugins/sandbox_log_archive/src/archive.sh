@@ -21,7 +21,7 @@ s3_error() {
 [ -d "$dir" ] && [ ! -L "$dir" ] || fail "the log dir $dir is gone" 3
 [ -f "$cred" ] && [ -r "$cred" ] || fail "credentials_file $cred: not a readable file on the worker" 4
 perm=$(stat -c %a -- "$cred") || fail "credentials_file $cred: cannot read its mode" 4
-(( (8#$perm & 8#077) == 0 )) || fail "credentials_file $cred: mode $perm lets others read it (chmod 600)" 4
+(( (8#$perm & 8#077) == 0 )) || fail "credentials_file $cred: mode $perm gives group or others access (chmod 600)" 4
 umask 077
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/quarry-archive.XXXXXX") || fail "mktemp failed" 5
 trap 'rm -rf -- "$tmp"' EXIT

@@ -289,7 +289,7 @@ fn a_credentials_file_others_can_read_is_refused_before_any_upload() {
     let error = out.detail["error"].as_str().unwrap();
     assert!(
         error.ends_with(&format!(
-            "credentials_file {}: mode 644 lets others read it (chmod 600))",
+            "credentials_file {}: mode 644 gives group or others access (chmod 600))",
             s.creds.display()
         )),
         "{error}"
