@@ -23,39 +23,21 @@ export QUARRY_TEST_REGISTRY_PASSWORD
 # bcrypt only: the registry refuses MD5 (-m) entries with 401.
 htpasswd -Bbn "$QUARRY_TEST_REGISTRY_USER" "$QUARRY_TEST_REGISTRY_PASSWORD" >"$QUARRY_REGISTRY_DIR/htpasswd"
 
-quarry_registry_started=
-for _ in 1 2 3 4 5; do
-    # A port that was free a moment ago (the kernel's choice); retried if someone takes it.
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Starts the registry on 127.0.0.1:$1 with a config of its own.
+quarry_registry_start() {
     cat >"$QUARRY_REGISTRY_DIR/config.yml" <<EOF
 version: 0.1
 log: {level: warn}
 storage: {filesystem: {rootdirectory: $QUARRY_REGISTRY_DIR/data}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$port, secret: quarry-test-only}
+http: {addr: 127.0.0.1:$1, secret: quarry-test-only}
 auth: {htpasswd: {realm: quarry-test, path: $QUARRY_REGISTRY_DIR/htpasswd}}
 EOF
-    docker-registry serve "$QUARRY_REGISTRY_DIR/config.yml" >"$QUARRY_REGISTRY_DIR/registry.log" 2>&1 &
-    QUARRY_REGISTRY_PID=$!
-    for _ in $(seq 1 100); do
-        kill -0 "$QUARRY_REGISTRY_PID" 2>/dev/null || break
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            quarry_registry_started=1
-            break
-        fi
-        sleep 0.1
-    done
-    [ -n "$quarry_registry_started" ] && break
-    kill "$QUARRY_REGISTRY_PID" 2>/dev/null || true
-    wait "$QUARRY_REGISTRY_PID" 2>/dev/null || true
-done
-if [ -z "$quarry_registry_started" ]; then
-    echo "docker-registry did not start:"
-    tail -20 "$QUARRY_REGISTRY_DIR/registry.log"
-    exit 1
-fi
-
-# Stop the registry on exit, then run the EXIT trap that was there before (the dockerd's).
-quarry_previous_exit_trap() { eval "set -- $(trap -p EXIT)"; printf '%s' "${3:-}"; }
-trap "kill \"\$QUARRY_REGISTRY_PID\" 2>/dev/null || true; wait \"\$QUARRY_REGISTRY_PID\" 2>/dev/null || true; $(quarry_previous_exit_trap)" EXIT
+    exec docker-registry serve "$QUARRY_REGISTRY_DIR/config.yml"
+}
+source scripts/test-serve.sh
+# Stopped on exit, before the EXIT trap that was there before (the dockerd's).
+quarry_serve_on_free_port docker-registry "$QUARRY_REGISTRY_DIR/registry.log" quarry_registry_start
+QUARRY_REGISTRY_PID=$QUARRY_SERVED_PID
+port=$QUARRY_SERVED_PORT
 export QUARRY_TEST_REGISTRY=127.0.0.1:$port
 echo "test registry: pid $QUARRY_REGISTRY_PID, $QUARRY_TEST_REGISTRY, user $QUARRY_TEST_REGISTRY_USER"

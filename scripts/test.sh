@@ -3,8 +3,8 @@
 #  - the host's unit tests, the SDK's (also with its `fake` feature) and the test kit's tests
 #    and doctests, and the integration tests in tests/ (which build plugins/ and tests/guests/
 #    from source): the hermetic ones, and with QUARRY_TEST_REAL_PARTS=1 those that start real
-#    rocklets on 127.0.0.1 random ports, against a private dockerd, a registry, Ray and docuum
-#    this script provides;
+#    rocklets on 127.0.0.1 random ports, against a private dockerd, a registry, an S3-compatible
+#    store, Ray and docuum this script provides;
 #  - the built-in plugins' native unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ bash scripts/setup.sh
 source scripts/test-dockerd.sh
 # A private registry (htpasswd auth, 127.0.0.1, random port) for image_pull's logins.
 source scripts/test-registry.sh
+# An S3-compatible store (moto in server mode, authentication on, 127.0.0.1, random port) for
+# sandbox_log_archive's uploads.
+source scripts/test-s3.sh
 # The example tasks in Python, JavaScript and C, built from source (toolchains from PyPI, npm,
 # Debian and crates.io, installed on first use into ~/.cache/quarry/toolchains).
 bash scripts/build-examples.sh target/examples-wasm

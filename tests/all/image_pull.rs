@@ -11,6 +11,9 @@
 //! run report or the outcome — except, for a literal `registry_password`, in the rocklet's log
 //! of the `write-file` request, which is exactly why `registry_password_file` exists.
 //!
+//! The leak checks ([`CmdlineWatch`], [`Captured`], [`assert_no_secret`]) and [`tick_task`] serve
+//! log_tasks.rs too.
+//!
 //! The tests run on a current-thread runtime so that the log capture (a thread-local tracing
 //! subscriber) sees everything the host does for the run.
 
@@ -104,7 +107,7 @@ fn secret_forms(password: &str) -> Vec<String> {
 }
 
 /// Panics if `text` (called `what`) holds any of `secrets`; the message does not repeat it.
-fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
+pub(crate) fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
     for (i, s) in secrets.iter().enumerate() {
         if let Some(at) = text.find(s.as_str()) {
             let start = text[..at]
@@ -192,13 +195,13 @@ fn push_image(reg: &Registry, name: &str) -> Image {
 }
 
 /// Reads every process's command line until stopped, recording those that hold a secret.
-struct CmdlineWatch {
+pub(crate) struct CmdlineWatch {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<(usize, Vec<String>)>,
 }
 
 impl CmdlineWatch {
-    fn start(secrets: Vec<String>) -> CmdlineWatch {
+    pub(crate) fn start(secrets: Vec<String>) -> CmdlineWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -232,7 +235,7 @@ impl CmdlineWatch {
     }
 
     /// Stops the watch; panics if any command line held a secret.
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         let (sweeps, hits) = self.handle.join().unwrap();
         assert!(sweeps > 0, "the command-line watch never ran");
@@ -242,7 +245,7 @@ impl CmdlineWatch {
 
 /// Quarry's log (every target, trace level) for the current thread, in memory.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -265,7 +268,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 impl Captured {
     /// Starts capturing on this thread until the guard is dropped.
-    fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+    pub(crate) fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
@@ -275,32 +278,43 @@ impl Captured {
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
-fn rocklet_worker(addr: &str) -> Worker {
+pub(crate) fn rocklet_worker(addr: &str) -> Worker {
     let a = WorkerAddr::parse(addr, 22555).unwrap();
     workers::connect(&[a], Limits::default()).remove(0)
 }
 
-fn local_worker() -> Worker {
+pub(crate) fn local_worker() -> Worker {
     Worker::new(workers::local::LocalWorker::new(Limits::default()))
 }
 
 /// Everything one tick left behind.
-struct Ran {
-    report: RunReport,
-    run: WorkerRun,
+pub(crate) struct Ran {
+    pub(crate) report: RunReport,
+    pub(crate) run: WorkerRun,
     /// The status file's text.
-    status: String,
+    pub(crate) status: String,
     /// The run report file's text.
-    report_file: String,
+    pub(crate) report_file: String,
 }
 
 impl Ran {
-    fn detail(&self) -> Value {
+    /// Asserts the tick's outcome (`label` names the case) and returns the detail.
+    pub(crate) fn expect(&self, outcome: TickOutcome, label: &str) -> Value {
+        assert_eq!(
+            self.report.outcome,
+            outcome,
+            "{label}: {}",
+            self.report.to_json()
+        );
+        self.detail()
+    }
+
+    pub(crate) fn detail(&self) -> Value {
         Value::Object(
             self.run
                 .detail
@@ -310,7 +324,7 @@ impl Ran {
     }
 
     /// Asserts that no secret is in the report, the report file, the status file or the detail.
-    fn assert_no_secret(&self, secrets: &[String]) {
+    pub(crate) fn assert_no_secret(&self, secrets: &[String]) {
         assert_no_secret("the run report", &self.report.to_json(), secrets);
         assert_no_secret("the run report file", &self.report_file, secrets);
         assert_no_secret("the status file", &self.status, secrets);
@@ -325,14 +339,26 @@ async fn tick(
     worker: &Worker,
     dir: &Path,
 ) -> Ran {
+    tick_task(rt, set, "image_pull", params, worker, dir).await
+}
+
+/// One tick of the task `name` on `worker`, its status file and run report under `dir`.
+pub(crate) async fn tick_task(
+    rt: &Arc<Runtime>,
+    set: &PluginSet,
+    name: &str,
+    params: Value,
+    worker: &Worker,
+    dir: &Path,
+) -> Ran {
     let status_dir = dir.join("status");
     let report_dir = dir.join("reports");
     let (report, mut runs) = within(
-        "image_pull tick",
+        &format!("{name} tick"),
         TICK_TIMEOUT_SECS,
         run_tick(
             rt,
-            &task(set, "image_pull", params),
+            &task(set, name, params),
             std::slice::from_ref(worker),
             &settings(
                 status_dir.to_str().unwrap(),
@@ -345,8 +371,8 @@ async fn tick(
     let read =
         |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     Ran {
-        status: read(&status_dir.join("image_pull_status.json")),
-        report_file: read(&report_dir.join("image_pull_run_report.json")),
+        status: read(&status_dir.join(format!("{name}_status.json"))),
+        report_file: read(&report_dir.join(format!("{name}_run_report.json"))),
         report,
         run: runs.remove(0),
     }

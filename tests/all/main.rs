@@ -22,6 +22,7 @@ mod hostile;
 mod image_cleanup;
 mod image_pull;
 mod languages;
+mod log_tasks;
 mod metrics;
 mod plugins;
 mod reload;

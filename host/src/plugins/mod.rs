@@ -311,7 +311,7 @@ fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
-    use super::plugin_name_for_class;
+    use super::{check_rock_class, plugin_name_for_class};
 
     #[test]
     fn maps_rock_classes() {
@@ -325,5 +325,19 @@ mod tests {
             "my_thing"
         );
         assert_eq!(plugin_name_for_class("disk_usage"), "disk_usage");
+    }
+
+    #[test]
+    fn the_log_tasks_resolve_in_all_three_forms() {
+        for (class, name) in [
+            ("RayLogCleanupTask", "ray_log_cleanup"),
+            ("SandboxLogArchiveTask", "sandbox_log_archive"),
+        ] {
+            let path = format!("rock.admin.scheduler.tasks.{name}_task.{class}");
+            for form in [path.as_str(), class, name] {
+                assert_eq!(plugin_name_for_class(form), name, "{form}");
+                assert_eq!(check_rock_class(form), Ok(()), "{form}");
+            }
+        }
     }
 }
