@@ -218,7 +218,7 @@ pub struct ApiArgs {
 /// `quarry plugin …`.
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
-    /// Create a task project that builds as is.
+    /// Create a minimal task project that builds as is (README.md says how to build and run it).
     New {
         /// Task name (lower-case letters, digits, `_`).
         name: String,
@@ -745,7 +745,12 @@ async fn plugin_action(
                     for f in files {
                         writeln!(out, "created {}", f.display())?;
                     }
-                    writeln!(out, "build it with: quarry plugin build {}", dir.display())?;
+                    writeln!(
+                        out,
+                        "build it with: quarry plugin build {} (how to run it: {})",
+                        dir.display(),
+                        dir.join("README.md").display()
+                    )?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

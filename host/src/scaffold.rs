@@ -1,8 +1,11 @@
 //! `quarry plugin new` and `quarry plugin build`: task projects that build as they are.
 //!
-//! Templates live in `host/templates/<lang>/` and are compiled into the binary; `{{name}}`
-//! and `{{sdk}}` are replaced. Every project gets a copy of the WIT package in `wit/`, so
-//! that non-Rust toolchains (and readers) have the interface at hand.
+//! Templates live in `host/templates/` and are compiled into the binary; `{{name}}` and
+//! `{{sdk}}` are replaced. Each language's template is one short source file (a task with one
+//! checked `path` param whose run makes one `execute`, under [`MAX_SOURCE_LINES`]) and the
+//! build glue it needs; every project also gets a README (how to build, run and deploy it,
+//! and where the full example is), a `.gitignore` for the build outputs, and a copy of the
+//! WIT package in `wit/`, so that non-Rust toolchains (and readers) have the interface at hand.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +14,10 @@ use anyhow::{Context as _, bail};
 
 /// The WIT package, as compiled into this binary.
 pub const WIT: &str = include_str!("../../wit/quarry.wit");
+
+/// A template's source file stays under this many lines: a starting point to read in a
+/// minute, not the full example (which `README.md` points to).
+pub const MAX_SOURCE_LINES: usize = 50;
 
 /// Languages a task project can be created in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,53 +32,82 @@ pub enum Lang {
     C,
 }
 
+/// One file of a template: where it goes in the project, and its text.
 struct Template {
     path: &'static str,
     text: &'static str,
 }
 
-fn templates(lang: Lang) -> &'static [Template] {
+/// What `quarry plugin new` writes for one language: a minimal task (one `path` param, one
+/// `execute`) whose single source file the author edits, plus build glue.
+struct LangTemplate {
+    /// The language's name, for the README.
+    language: &'static str,
+    /// The file the author edits (kept short: it is a starting point, not the example).
+    source: Template,
+    /// Build glue beside it (Cargo.toml, package.json).
+    glue: &'static [Template],
+    /// The README's build section: `quarry plugin build`'s tools, and the same by hand.
+    build: &'static str,
+    /// Where the full example of this language is.
+    example: &'static str,
+}
+
+/// The README every project gets; `{{build}}` is the language's build section.
+const README: &str = include_str!("../templates/README.md.tmpl");
+
+/// The `.gitignore` every project gets: the build outputs of all four languages.
+const GITIGNORE: &str = include_str!("../templates/gitignore.tmpl");
+
+fn template(lang: Lang) -> LangTemplate {
     match lang {
-        Lang::Rust => &[
-            Template {
-                path: "Cargo.toml",
-                text: include_str!("../templates/rust/Cargo.toml.tmpl"),
-            },
-            Template {
+        Lang::Rust => LangTemplate {
+            language: "Rust",
+            source: Template {
                 path: "src/lib.rs",
                 text: include_str!("../templates/rust/src/lib.rs.tmpl"),
             },
-        ],
-        // The other languages start from the examples in examples/, which the tests build
-        // and run against a real rocklet; `NAME` is replaced by the task's name.
-        Lang::Python => &[Template {
-            path: "app.py",
-            text: include_str!("../../examples/python/disk_usage/app.py"),
-        }],
-        Lang::Js => &[
-            Template {
+            glue: &[Template {
+                path: "Cargo.toml",
+                text: include_str!("../templates/rust/Cargo.toml.tmpl"),
+            }],
+            build: include_str!("../templates/rust/build.md"),
+            example: "the quarry-sdk crate documentation, and the built-in tasks in `plugins/` \
+                      of the Quarry repository (with native tests against `FakeWorker`)",
+        },
+        Lang::Python => LangTemplate {
+            language: "Python",
+            source: Template {
+                path: "app.py",
+                text: include_str!("../templates/python/app.py.tmpl"),
+            },
+            glue: &[],
+            build: include_str!("../templates/python/build.md"),
+            example: "`examples/python/disk_usage/app.py` in the Quarry repository",
+        },
+        Lang::Js => LangTemplate {
+            language: "JavaScript",
+            source: Template {
                 path: "app.js",
-                text: include_str!("../../examples/js/disk_usage/app.js"),
+                text: include_str!("../templates/js/app.js.tmpl"),
             },
-            Template {
+            glue: &[Template {
                 path: "package.json",
-                text: include_str!("../../examples/js/disk_usage/package.json"),
+                text: include_str!("../templates/js/package.json.tmpl"),
+            }],
+            build: include_str!("../templates/js/build.md"),
+            example: "`examples/js/disk_usage/app.js` in the Quarry repository",
+        },
+        Lang::C => LangTemplate {
+            language: "C",
+            source: Template {
+                path: "app.c",
+                text: include_str!("../templates/c/app.c.tmpl"),
             },
-        ],
-        Lang::C => &[Template {
-            path: "app.c",
-            text: include_str!("../../examples/c/disk_usage/app.c"),
-        }],
-    }
-}
-
-/// The task name each example template carries.
-fn example_name(lang: Lang) -> Option<&'static str> {
-    match lang {
-        Lang::Rust => None,
-        Lang::Python => Some("disk_usage_py"),
-        Lang::Js => Some("disk_usage_js"),
-        Lang::C => Some("disk_usage_c"),
+            glue: &[],
+            build: include_str!("../templates/c/build.md"),
+            example: "`examples/c/disk_usage/app.c` in the Quarry repository",
+        },
     }
 }
 
@@ -121,20 +157,24 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Vec<Pat
     }
     let sdk = sdk_dir();
     let sdk = sdk.canonicalize().unwrap_or(sdk);
+    let t = template(lang);
+    let readme = README
+        .replace("{{build}}", t.build.trim_end())
+        .replace("{{language}}", t.language)
+        .replace("{{source}}", t.source.path)
+        .replace("{{example}}", t.example);
+    let substitute = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{sdk}}", &sdk.display().to_string())
+    };
     let mut written = Vec::new();
-    let files = templates(lang)
-        .iter()
-        .map(|t| {
-            let mut text = t
-                .text
-                .replace("{{name}}", name)
-                .replace("{{sdk}}", &sdk.display().to_string());
-            if let Some(example) = example_name(lang) {
-                text = text.replace(example, name);
-            }
-            (t.path, text)
-        })
-        .chain(std::iter::once(("wit/quarry.wit", WIT.to_string())));
+    let files = std::iter::once((t.source.path, substitute(t.source.text)))
+        .chain(t.glue.iter().map(|g| (g.path, substitute(g.text))))
+        .chain([
+            ("README.md", substitute(&readme)),
+            (".gitignore", GITIGNORE.to_string()),
+            ("wit/quarry.wit", WIT.to_string()),
+        ]);
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -284,4 +324,44 @@ fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let dest = out.join(&file);
     std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LANGS: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
+
+    #[test]
+    fn each_template_source_is_short() {
+        for lang in LANGS {
+            let t = template(lang);
+            let lines = t.source.text.lines().count();
+            assert!(
+                lines < MAX_SOURCE_LINES,
+                "{lang:?}: {} has {lines} lines, the limit is {MAX_SOURCE_LINES}",
+                t.source.path
+            );
+        }
+    }
+
+    #[test]
+    fn each_template_names_the_task_and_points_to_the_readme_and_example() {
+        for lang in LANGS {
+            let t = template(lang);
+            let src = t.source.text;
+            assert!(
+                src.contains("\"{{name}}\"") || src.contains("'{{name}}'"),
+                "{lang:?}"
+            );
+            assert!(src.contains("README.md"), "{lang:?}");
+            assert!(t.build.contains("quarry plugin build"), "{lang:?}");
+            if lang != Lang::Rust {
+                assert!(
+                    src.contains("examples/"),
+                    "{lang:?}: no pointer to the full example"
+                );
+            }
+        }
+    }
 }

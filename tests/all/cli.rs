@@ -113,8 +113,11 @@ async fn check_config_reports_field_and_reason() {
     );
 }
 
+/// `quarry plugin new` in each language: the project builds with the command its README
+/// gives, runs on `local` (one `du -sk` on a directory this test fills, reported in the
+/// detail), and refuses a relative `path` before anything runs, naming the param.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_new_builds_as_is_and_check_explains_refusals() {
+async fn plugin_new_templates_build_run_and_refuse_a_bad_param() {
     let root = TempDir::new("scaffold");
     // Rust shares the wasm target dir of the test build, so the SDK's dependencies are reused.
     let wasm_target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm");
@@ -130,14 +133,23 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
         );
         langs.extend(["c", "python", "js"]);
     }
+    // What the task measures: 256 KiB of data, so du reports at least that.
+    let data = TempDir::new("scaffold-data");
+    std::fs::write(data.path().join("blob"), vec![7u8; 256 << 10]).unwrap();
+    let status = TempDir::new("scaffold-status");
     for lang in langs {
-        let name = format!("new_{lang}");
+        let name = format!("demo_{lang}");
         let dir = root.path().join(&name);
         let dir_s = dir.to_str().unwrap();
         let (code, _, err) =
             quarry(&["plugin", "new", &name, "--lang", lang, "--dir", dir_s]).await;
         assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
         assert!(dir.join("wit/quarry.wit").exists());
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        assert!(
+            readme.contains("quarry plugin build .") && !readme.contains("{{"),
+            "{lang}: {readme}"
+        );
         if lang == "rust" {
             let cfg = format!(
                 "[build]\ntarget-dir = {:?}\n",
@@ -146,6 +158,7 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
             std::fs::create_dir_all(dir.join(".cargo")).unwrap();
             std::fs::write(dir.join(".cargo/config.toml"), cfg).unwrap();
         }
+        // The README's `quarry plugin build .`, for the project's directory.
         let (code, out, err) = quarry(&["plugin", "build", dir_s]).await;
         assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
         assert!(out.contains(&format!("{name}.wasm")), "{out}");
@@ -155,10 +168,52 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
             out.contains(&format!("name:        {name}")) && out.contains("quarry:task@0.1.0"),
             "{out}"
         );
+
+        let run = |params: String| {
+            let (dir_s, name, status) = (dir_s.to_string(), name.clone(), status.str().to_string());
+            async move {
+                let args = [
+                    "run",
+                    &name,
+                    "--plugins-dir",
+                    &dir_s,
+                    "--status-dir",
+                    &status,
+                ];
+                quarry(&[&args[..], &["--params", &params]].concat()).await
+            }
+        };
+        let (code, out, err) = run(serde_json::json!({"path": data.str()}).to_string()).await;
+        assert_eq!(code, ExitCode::SUCCESS, "{lang}: {out}\n{err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["outcome"], "success", "{lang}: {out}");
+        let file = status.path().join(format!("{name}_status.json"));
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(file["status"], "success", "{lang}: {file}");
+        let detail = &file["extra"];
+        assert_eq!(detail["path"], data.str(), "{lang}: {detail}");
+        let kb = detail["kb"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{lang}: {detail}"));
+        assert!(kb >= 256, "{lang}: du -sk of 256 KiB said {kb}");
+
+        let (code, _, err) = run(r#"{"path": "tmp"}"#.to_string()).await;
+        assert_eq!(code, ExitCode::from(2), "{lang}: {err}");
+        assert!(
+            err.contains(&format!("invalid params for {name}: path"))
+                && err.contains("must be absolute"),
+            "{lang}: {err}"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_and_check_explain_refusals() {
     let (code, _, err) = quarry(&["plugin", "new", "Bad-Name"]).await;
     assert_eq!(code, ExitCode::from(2));
     assert!(err.contains("task name \"Bad-Name\" is invalid"), "{err}");
+    let root = TempDir::new("scaffold-junk");
     let junk = root.path().join("junk.wasm");
     std::fs::write(&junk, b"junk").unwrap();
     let (code, _, err) = quarry(&["plugin", "check", junk.to_str().unwrap()]).await;
