@@ -297,8 +297,8 @@ pub mod __private {
         serde_json::from_str(raw).map_err(|e| {
             // Positions refer to the JSON text the host built, not to the user's config.
             let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            format!("invalid params: {msg}")
+            // The host already says "invalid params for <task>:", so this is the reason only.
+            msg.split(" at line ").next().unwrap_or(&msg).to_string()
         })
     }
 
