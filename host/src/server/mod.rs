@@ -292,10 +292,13 @@ impl Server {
             .await
             .with_context(|| format!("quarry.api.listen: cannot listen on {}", api.listen))?;
         let addr = listener.local_addr()?;
-        let metrics = self.metrics.clone();
+        let (metrics, recorder) = (self.metrics.clone(), self.metrics.clone());
         let render = crate::api::http::Metrics {
             content_type: crate::metrics::CONTENT_TYPE,
             render: Arc::new(move || metrics.encode()),
+            record: Some(Arc::new(move |route, status, took| {
+                recorder.record_api_request(route, status, took)
+            })),
         };
         let router = crate::api::http::router(
             self.control(),
