@@ -11,6 +11,8 @@
 #  - quarry-bench (the host, release), then `quarry-bench suite`.
 # The installs (network-bound) run in the background while the host builds (CPU-bound).
 #
+# Steps: QUARRY_BENCH_STEPS (default all: overhead,plugins,versus,scale,statedb); each step's
+# tables replace only their own block of docs/benchmarks.md.
 # Budget: 15 minutes in all (QUARRY_BENCH_BUDGET_SECS, default 900). The suite skips, and
 # reports as skipped, any scenario that would not fit in what the installs and builds left.
 # Scratch files and logs: target/bench-work (results.json, logs/, the rocklets' access logs).
@@ -111,8 +113,9 @@ fi
 say "running the suite"
 target/release/quarry-bench suite \
     --started-at "$START" --budget-secs "$BUDGET" \
+    --steps "${QUARRY_BENCH_STEPS:-overhead,plugins,versus,scale,statedb}" \
     --fact "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
-    --fact "command=bash scripts/bench.sh" \
+    --fact "command=${QUARRY_BENCH_STEPS:+QUARRY_BENCH_STEPS=$QUARRY_BENCH_STEPS }bash scripts/bench.sh" \
     --fact "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')" \
     --fact "rustc=$(rustc --version)" \
     --fact "ROCK=rl-rock $("$ROCK_VENV/bin/pip" show rl-rock 2>/dev/null | sed -n 's/^Version: //p'), $("$ROCK_VENV/bin/python" --version 2>&1)" \

@@ -10,6 +10,8 @@
 //! - [`quarry_side`]: the Quarry side of each scenario (`tick`, `overhead`, `reload`,
 //!   `restart` subcommands), through quarry-host's public API only.
 //! - `bench/rock_driver.py`: the ROCK side (ROCK's own task classes and `BaseTask.run`).
+//! - [`serve_side`]: the state-database scenarios' children (`serve-tick`, `api-load`): a
+//!   real `quarry serve` in process, with its database on or off, and the API's readers.
 //! - [`sim`]: the simulated rocklet (`sim` subcommand) for fleets of 1k–10k workers; the
 //!   simulator itself is quarry-testkit's, shared with the tests.
 //! - [`measure`]: CPU time, peak RSS and the report-line protocol, the same for both sides.
@@ -22,6 +24,7 @@ mod measure;
 mod patch;
 mod quarry_side;
 mod render;
+mod serve_side;
 mod sim;
 mod suite;
 
@@ -50,6 +53,10 @@ enum Cmd {
     Reload(quarry_side::ReloadArgs),
     /// (child) Quarry: start-up with a plugins directory.
     Restart(quarry_side::RestartArgs),
+    /// (child) Quarry: ticks of a real `quarry serve`, state database on or off.
+    ServeTick(serve_side::ServeTickArgs),
+    /// (child) Readers of the admin API until stdin closes.
+    ApiLoad(serve_side::ApiLoadArgs),
     /// The simulated rocklet.
     Sim {
         /// Port on 0.0.0.0 (loopback peers only); 0 = any.
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
                         Cmd::Overhead(a) => quarry_side::overhead(a).await,
                         Cmd::Reload(a) => quarry_side::reload(a).await,
                         Cmd::Restart(a) => quarry_side::restart(a).await,
+                        Cmd::ServeTick(a) => serve_side::serve_tick(a).await,
+                        Cmd::ApiLoad(a) => serve_side::api_load(a).await,
                         Cmd::Suite(_) | Cmd::Sim { .. } => unreachable!(),
                     }
                 })

@@ -74,6 +74,37 @@ struct TaskRunParts {
     plugin: Arc<quarry_host::runtime::Plugin>,
 }
 
+/// The workers of a child: real addresses, or simulated ones.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Worker addresses, comma-separated (`127.0.0.2:22555,...`).
+    #[arg(long, default_value = "")]
+    pub workers: String,
+    /// Instead of `--workers`: this many simulated workers (see `sim::worker_ip`)…
+    #[arg(long, default_value_t = 0)]
+    pub sim_workers: usize,
+    /// … on this port.
+    #[arg(long, default_value_t = 22555)]
+    pub sim_port: u16,
+}
+
+impl FleetArgs {
+    /// Every worker's `host:port`.
+    pub fn addresses(&self) -> Vec<String> {
+        if self.sim_workers > 0 {
+            (0..self.sim_workers)
+                .map(|i| format!("{}:{}", crate::sim::worker_ip(i), self.sim_port))
+                .collect()
+        } else {
+            self.workers
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }
+    }
+}
+
 /// Arguments of `quarry-bench tick`.
 #[derive(Debug, clap::Args)]
 pub struct TickArgs {
@@ -86,15 +117,9 @@ pub struct TickArgs {
     /// Params, a JSON object.
     #[arg(long, default_value = "{}")]
     pub params: String,
-    /// Worker addresses, comma-separated (`127.0.0.2:22555,...`).
-    #[arg(long, default_value = "")]
-    pub workers: String,
-    /// Instead of `--workers`: this many simulated workers (see `sim::worker_ip`)…
-    #[arg(long, default_value_t = 0)]
-    pub sim_workers: usize,
-    /// … on this port.
-    #[arg(long, default_value_t = 22555)]
-    pub sim_port: u16,
+    /// The workers.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Ticks to run.
     #[arg(long, default_value_t = 3)]
     pub ticks: usize,
@@ -140,20 +165,12 @@ pub async fn tick(args: TickArgs) -> anyhow::Result<()> {
         Ok(Err(msg)) => bail!("{}: params rejected: {msg}", args.task),
         Err(e) => bail!("{}: validate-config failed: {e}", args.task),
     }
-    let addrs: Vec<WorkerAddr> = if args.sim_workers > 0 {
-        (0..args.sim_workers)
-            .map(|i| WorkerAddr::Remote {
-                host: crate::sim::worker_ip(i).to_string(),
-                port: args.sim_port,
-            })
-            .collect()
-    } else {
-        args.workers
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|s| WorkerAddr::parse(s, 22555).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let addrs: Vec<WorkerAddr> = args
+        .fleet
+        .addresses()
+        .iter()
+        .map(|s| WorkerAddr::parse(s, 22555).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
     let settings = RunSettings {
         status_dir: args.status_dir.clone(),
         run_timeout: Duration::from_secs(80),

@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 use crate::measure::{median, percentile};
 use crate::render;
 
+mod state_db;
+pub use state_db::{ApiRow, DbRow, api_loads, measured, measured_median};
+
 /// The rocklet port ROCK's scheduler hard-codes.
 pub const ROCK_PORT: u16 = 22555;
 
@@ -92,11 +95,12 @@ pub struct SuiteArgs {
     /// Facts gathered by the script (`key=value`, repeatable): date, build time, versions.
     #[arg(long = "fact")]
     pub facts: Vec<String>,
-    /// Steps to run (all by default): overhead, plugins, versus, scale.
+    /// Steps to run (all by default): overhead, plugins, versus, scale, statedb. Each step's
+    /// tables replace only their own block of the doc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "overhead,plugins,versus,scale"
+        default_value = "overhead,plugins,versus,scale,statedb"
     )]
     pub steps: Vec<String>,
     /// Simulated fleet size for the ROCK comparison row (0 = none).
@@ -118,6 +122,10 @@ pub struct Results {
     pub fleet: Option<FleetInfo>,
     pub versus: Vec<VersusRow>,
     pub scale: Vec<ScaleRow>,
+    /// The real rocklets of the state-database step.
+    pub statedb_fleet: Option<FleetInfo>,
+    pub statedb: Vec<DbRow>,
+    pub api_load: Vec<ApiRow>,
     pub skipped: Vec<String>,
     pub errors: Vec<String>,
     pub suite_secs: f64,
@@ -333,11 +341,16 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
     ctx.log(&format!("work dir {}", ctx.work.display()));
 
     type Step = fn(&Ctx, &mut Results) -> anyhow::Result<()>;
-    let steps: [(&str, &str, Step); 4] = [
+    let steps: [(&str, &str, Step); 5] = [
         ("overhead", "host overhead", overhead),
         ("plugins", "plugin reload and restart", plugins),
         ("versus", "ROCK vs Quarry on real rocklets", versus),
         ("scale", "simulated fleet", scale),
+        (
+            "statedb",
+            "state database on and off, API under load",
+            state_db::run,
+        ),
     ];
     for (key, name, step) in steps {
         if !ctx.args.steps.iter().any(|s| s == key) {
@@ -355,10 +368,18 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
         ctx.work.join("results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
-    let md = render::markdown(&results);
-    println!("{md}");
     let out = ctx.abs(&ctx.args.out);
-    render::write_into_doc(&out, &md)?;
+    let ran = |keys: &[&str]| ctx.args.steps.iter().any(|s| keys.contains(&s.as_str()));
+    if ran(&["overhead", "plugins", "versus", "scale"]) {
+        let md = render::markdown(&results);
+        println!("{md}");
+        render::write_into_doc(&out, render::MAIN, &md)?;
+    }
+    if ran(&["statedb"]) {
+        let md = render::statedb_markdown(&results);
+        println!("{md}");
+        render::write_into_doc(&out, render::STATEDB, &md)?;
+    }
     ctx.log(&format!(
         "wrote {} and {}",
         out.display(),
@@ -453,6 +474,21 @@ fn tail(path: &Path, chars: usize) -> String {
     let t = text.trim();
     let start = t.char_indices().rev().nth(chars).map_or(0, |(i, _)| i);
     t[start..].replace('\n', " | ")
+}
+
+/// Removes the proxy variables: the children talk to loopback addresses only.
+fn without_proxy(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// Runs a child to completion (at most [`CHILD_TIMEOUT`]) and returns its report lines.
@@ -1190,16 +1226,7 @@ fn versus(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                         .arg(&cache);
                     c
                 };
-                for var in [
-                    "HTTP_PROXY",
-                    "HTTPS_PROXY",
-                    "ALL_PROXY",
-                    "http_proxy",
-                    "https_proxy",
-                    "all_proxy",
-                ] {
-                    cmd.env_remove(var);
-                }
+                without_proxy(&mut cmd);
                 fleet.take_counts(max_n);
                 let out = run_child(ctx, &label, &mut cmd);
                 std::thread::sleep(Duration::from_millis(300));

@@ -222,6 +222,8 @@ pub struct RawApi {
     pub listen: Option<String>,
     /// A file holding the bearer token (relative: to the config file's directory).
     pub token_file: Option<PathBuf>,
+    /// Seconds between two API triggers of one task (default 60, ROCK's; 0 = no cooldown).
+    pub trigger_cooldown_seconds: Option<u64>,
 }
 
 /// Bounds of `quarry.concurrency`: at least one worker in flight; beyond 10 000 the pool and
@@ -236,6 +238,10 @@ pub const RUN_TIMEOUT_RANGE_SECS: RangeInclusive<u64> = 1..=86_400;
 pub const MEMORY_LIMIT_RANGE_MIB: RangeInclusive<u64> = 16..=4096;
 /// Bounds of `interval_seconds`: at least a second, at most a year.
 pub const INTERVAL_RANGE_SECS: RangeInclusive<u64> = 1..=366 * 86_400;
+/// Bounds of `quarry.api.trigger_cooldown_seconds`: 0 (no cooldown) to a day.
+pub const TRIGGER_COOLDOWN_RANGE_SECS: RangeInclusive<u64> = 0..=86_400;
+/// ROCK's cooldown between two API triggers of one task, the default.
+pub const DEFAULT_TRIGGER_COOLDOWN_SECS: u64 = 60;
 
 /// A validated configuration, in the parts its consumers take whole.
 #[derive(Debug, Clone)]
@@ -257,7 +263,8 @@ pub struct Config {
     pub quarantine: QuarantinePolicy,
     /// How long run history is kept: applied at the next pruning.
     pub retention: Retention,
-    /// The admin API: read at start, so a change needs a restart.
+    /// The admin API: read at start, so a change needs a restart (but the trigger cooldown,
+    /// applied from the next trigger).
     pub api: ApiSettings,
 }
 
@@ -271,6 +278,8 @@ pub struct ApiSettings {
     /// The bearer token's file, resolved against the config's directory; read once at start
     /// by [`crate::api::auth::ApiAuth::load`]. Required when `listen` is not loopback.
     pub token_file: Option<PathBuf>,
+    /// Least time between two API triggers of one task (zero: none); applied on reload.
+    pub trigger_cooldown: Duration,
 }
 
 /// Files and directories Quarry opens at start.
@@ -522,6 +531,8 @@ impl Config {
             enabled: api_enabled,
             listen,
             token_file,
+            // Applied on reload (the API reads it at every trigger).
+            trigger_cooldown: _,
         } = &self.api;
         let old = (&running.runtime, &running.paths);
         let old_api = &running.api;
@@ -859,6 +870,13 @@ fn api_settings(raw: Option<&RawApi>, base: &Path, problems: &mut Problems) -> O
         return None;
     };
     let token_file = raw.token_file.as_ref().map(|p| base.join(p));
+    let cooldown = problems.in_range(
+        "quarry.api.trigger_cooldown_seconds",
+        raw.trigger_cooldown_seconds,
+        DEFAULT_TRIGGER_COOLDOWN_SECS,
+        TRIGGER_COOLDOWN_RANGE_SECS,
+        "0 turns the cooldown off",
+    );
     if enabled && token_file.is_none() && !crate::api::auth::is_loopback(&listen) {
         problems.add(
             "quarry.api.listen",
@@ -872,5 +890,6 @@ fn api_settings(raw: Option<&RawApi>, base: &Path, problems: &mut Problems) -> O
         enabled,
         listen,
         token_file,
+        trigger_cooldown: Duration::from_secs(cooldown?),
     })
 }

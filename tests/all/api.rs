@@ -396,6 +396,7 @@ async fn start(token: Option<&str>, listen: &str) -> Api {
     let metrics = Metrics {
         content_type: PROMETHEUS_TEXT,
         render: Arc::new(|| "quarry_up 1\n".to_string()),
+        record: None,
     };
     let router = http::router(fake.clone(), auth, Some(metrics), assets);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

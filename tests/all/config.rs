@@ -184,6 +184,7 @@ fn api_settings_default_to_loopback_and_resolve_the_token_file() {
     let sample = Config::load(&dir.join("rock_sample_file_cleanup.yml")).unwrap();
     assert_eq!(sample.api.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(sample.api.token_file, None);
+    assert_eq!(sample.api.trigger_cooldown, Duration::from_secs(60));
     assert_eq!(
         cfg.restart_only_changes(&sample),
         vec!["quarry.api.listen", "quarry.api.token_file"]

@@ -19,6 +19,45 @@ fn config(dir: &Path, plugins: &Path, interval: u64, mode: &str) -> String {
     )
 }
 
+/// `quarry.api.trigger_cooldown_seconds`: 0 lets triggers follow each other; a reload to a
+/// longer cooldown applies from the next trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_cooldown_is_configurable_and_reloads() {
+    let tmp = TempDir::new("cooldown");
+    let plugins = plugins_dir(&["probe"]);
+    let file = tmp.path().join("quarry.yml");
+    let with_cooldown = |secs: u64| {
+        format!(
+            "{}  state_db: none\n  api:\n    trigger_cooldown_seconds: {secs}\n",
+            config(tmp.path(), plugins.path(), 3600, "ok")
+        )
+    };
+    std::fs::write(&file, with_cooldown(0)).unwrap();
+    let mut server = within("server start", 60, Server::start(&file))
+        .await
+        .unwrap();
+    let control = server.control();
+    let mut reports = server.scheduler().subscribe();
+    within("first tick", 20, reports.recv()).await.unwrap();
+    for i in 0..2 {
+        within("trigger", 10, control.trigger("probe".into(), vec![]))
+            .await
+            .unwrap_or_else(|e| panic!("trigger {i} with no cooldown: {e}"));
+        within("triggered tick", 20, reports.recv()).await.unwrap();
+    }
+    assert_eq!(control.tasks().await.unwrap()[0].cooldown_until, None);
+
+    std::fs::write(&file, with_cooldown(7200)).unwrap();
+    within("reload", 30, server.reload()).await.unwrap();
+    let again = control.trigger("probe".into(), vec![]).await;
+    assert!(
+        matches!(again, Err(ControlError::Cooldown { retry_after_seconds, .. }) if retry_after_seconds > 7000),
+        "the reloaded 7200 s cooldown counts from the last trigger: {again:?}"
+    );
+    assert!(control.tasks().await.unwrap()[0].cooldown_until.is_some());
+    within("shutdown", 30, server.shutdown()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_are_recorded_and_read_back_through_the_control_plane() {
     let tmp = TempDir::new("state");

@@ -7,15 +7,16 @@
 //! is a JSON [`ErrorBody`](super::model::ErrorBody); a panic in a handler is a 500, a handler
 //! slower than [`REQUEST_TIMEOUT`] a 503, never a dropped connection.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -60,14 +61,24 @@ pub fn no_assets(_path: &str) -> Option<(&'static str, &'static [u8])> {
     None
 }
 
-/// `GET /metrics`: renders the registry as text of `content_type`.
+/// Records one answered request: its route label (see [`route_label`]), HTTP status and
+/// time to answer (`quarry_api_requests_total`, `quarry_api_request_duration_seconds`).
+pub type RecordRequest = Arc<dyn Fn(&'static str, u16, Duration) + Send + Sync>;
+
+/// `GET /metrics`: renders the registry as text of `content_type`; and, with `record`, every
+/// request counted.
 #[derive(Clone)]
 pub struct Metrics {
     /// [`PROMETHEUS_TEXT`], [`OPENMETRICS_TEXT`], or what the renderer documents.
     pub content_type: &'static str,
     /// Renders the whole exposition; called once per scrape.
     pub render: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Called once per answered request, `/metrics` included.
+    pub record: Option<RecordRequest>,
 }
+
+/// The `route` label of requests that matched no route (unknown paths, whatever they are).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// What the handlers share: cheap to clone.
 #[derive(Clone)]
@@ -124,8 +135,31 @@ pub fn router(
         .merge(public)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
+}
+
+/// The `route` label of a request: the template of the route it matched
+/// (`/api/v1/tasks/{task}`, never the raw path, so the label's values are bounded by the
+/// router's routes), or [`UNMATCHED_ROUTE`].
+///
+/// Templates are interned once each (the metrics take `&'static str` labels): the set is the
+/// router's, a few dozen strings at most.
+pub fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let Some(template) = matched.map(MatchedPath::as_str) else {
+        return UNMATCHED_ROUTE;
+    };
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = seen.get(template) {
+        return known;
+    }
+    let interned: &'static str = Box::leak(template.into());
+    seen.insert(interned);
+    interned
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
@@ -188,9 +222,12 @@ pub async fn serve(
 }
 
 /// Around every request: a panic becomes a 500, a request slower than [`REQUEST_TIMEOUT`] a
-/// 503; every answer gets the security headers.
-async fn guard(req: Request, next: Next) -> Response {
+/// 503; every answer gets the security headers and is counted in the metrics (when they
+/// record requests) by route template and status.
+async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
     let path = req.uri().path().to_string();
+    let route = route_label(req.extensions().get::<MatchedPath>());
     let answer = tokio::time::timeout(
         REQUEST_TIMEOUT,
         AssertUnwindSafe(next.run(req)).catch_unwind(),
@@ -229,6 +266,9 @@ async fn guard(req: Request, next: Next) -> Response {
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    if let Some(record) = ctx.metrics.as_ref().and_then(|m| m.record.as_ref()) {
+        record(route, response.status().as_u16(), started.elapsed());
+    }
     response
 }
 

@@ -34,7 +34,8 @@ pub struct TaskView {
     pub last_tick: Option<TickRef>,
     /// Workers on which this task is quarantined now.
     pub quarantined_workers: u32,
-    /// A trigger through the API is refused until then (ROCK's 60 s cooldown per task).
+    /// A trigger through the API is refused until then (`quarry.api.trigger_cooldown_seconds`
+    /// after the last one; ROCK's 60 s by default).
     pub cooldown_until: Option<String>,
 }
 

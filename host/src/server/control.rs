@@ -22,9 +22,6 @@ use crate::state::{self, Page, RunFilter, RunId, RunRow, StateHandle};
 use crate::task::TaskName;
 use crate::workers::WorkerAddr;
 
-/// ROCK's cooldown between two API triggers of one task.
-pub const TRIGGER_COOLDOWN: Duration = Duration::from_secs(60);
-
 /// Default and largest page of `GET /api/v1/runs`.
 const RUNS_PAGE_DEFAULT: u32 = 100;
 const RUNS_PAGE_MAX: u32 = 1000;
@@ -36,7 +33,8 @@ pub struct ServerControl {
     pub(super) plugins: watch::Receiver<Arc<PluginSet>>,
     pub(super) tasks: watch::Receiver<Arc<Vec<TaskConfig>>>,
     pub(super) state: Option<StateHandle>,
-    pub(super) cooldown: Duration,
+    /// Least time between two API triggers of one task (config reloads update it).
+    pub(super) cooldown: watch::Receiver<Duration>,
     pub(super) last_trigger: Mutex<HashMap<TaskName, Instant>>,
 }
 
@@ -140,7 +138,7 @@ impl ServerControl {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&cfg.plugin)
-            .map(|t| *t + self.cooldown)
+            .map(|t| *t + *self.cooldown.borrow())
             .filter(|t| *t > Instant::now())
             .map(|t| rfc3339(SystemTime::now() + (t - Instant::now())));
         TaskView {
@@ -412,15 +410,16 @@ impl ControlPlane for ServerControl {
             let (name, h) = self.handle(&task)?;
             let chosen = self.workers("workers", &workers)?;
             {
+                let cooldown = *self.cooldown.borrow();
                 let last = self.last_trigger.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(at) = last.get(&name)
-                    && at.elapsed() < self.cooldown
+                    && at.elapsed() < cooldown
                 {
                     let ago = at.elapsed();
                     return Err(ControlError::Cooldown {
                         task: name.to_string(),
                         ago_seconds: ago.as_secs(),
-                        retry_after_seconds: (self.cooldown - ago).as_secs().max(1),
+                        retry_after_seconds: (cooldown - ago).as_secs().max(1),
                     });
                 }
             }

@@ -100,6 +100,8 @@ pub struct Server {
     tasks: watch::Sender<Arc<Vec<TaskConfig>>>,
     /// The retention in force, read by the pruning task.
     retention: watch::Sender<Retention>,
+    /// The API's trigger cooldown in force (`quarry.api.trigger_cooldown_seconds`).
+    cooldown: watch::Sender<Duration>,
     /// Stops background tasks (pruning, plugin counting).
     stop: watch::Sender<bool>,
     /// What `/metrics` shows.
@@ -189,6 +191,7 @@ impl Server {
         let scheduler =
             Scheduler::start_recorded(rt.clone(), tasks, watcher.subscribe(), env, sink, paused);
         let (tasks, _) = watch::channel(Arc::new(cfg.tasks.clone()));
+        let (cooldown, _) = watch::channel(cfg.api.trigger_cooldown);
         tokio::spawn(count_plugins(
             watcher.subscribe(),
             metrics.clone(),
@@ -204,6 +207,7 @@ impl Server {
             db,
             tasks,
             retention,
+            cooldown,
             stop,
             metrics,
         })
@@ -245,6 +249,7 @@ impl Server {
         let summary = self.scheduler.apply(tasks);
         self.tasks.send_replace(Arc::new(cfg.tasks.clone()));
         self.retention.send_replace(cfg.retention);
+        self.cooldown.send_replace(cfg.api.trigger_cooldown);
         tracing::info!(
             added = ?summary.added,
             changed = ?summary.changed,
@@ -287,10 +292,13 @@ impl Server {
             .await
             .with_context(|| format!("quarry.api.listen: cannot listen on {}", api.listen))?;
         let addr = listener.local_addr()?;
-        let metrics = self.metrics.clone();
+        let (metrics, recorder) = (self.metrics.clone(), self.metrics.clone());
         let render = crate::api::http::Metrics {
             content_type: crate::metrics::CONTENT_TYPE,
             render: Arc::new(move || metrics.encode()),
+            record: Some(Arc::new(move |route, status, took| {
+                recorder.record_api_request(route, status, took)
+            })),
         };
         let router = crate::api::http::router(
             self.control(),
@@ -324,7 +332,7 @@ impl Server {
             plugins: self.watcher.subscribe(),
             tasks: self.tasks.subscribe(),
             state: self.db.as_ref().map(StateDb::handle),
-            cooldown: control::TRIGGER_COOLDOWN,
+            cooldown: self.cooldown.subscribe(),
             last_trigger: Default::default(),
         })
     }

@@ -51,7 +51,8 @@
 //! - [`StateDb`] belongs to whoever runs `serve`; [`StateHandle`]s are cheap clones (an `Arc`
 //!   and a channel sender) for the scheduler, the server and the retention task.
 //! - **Readers** are read-only connections in a small pool shared by the handles; each read
-//!   runs on a blocking thread (`spawn_blocking`) and, thanks to WAL, alongside the writer.
+//!   runs on a blocking thread (`spawn_blocking`) and, thanks to WAL, alongside the writer; at
+//!   most `READS_AT_ONCE` at a time, the others wait their turn without holding a thread.
 //! - Tick ids are allocated by the handle from an atomic counter (the file lock makes this
 //!   process the only writer), so [`StateHandle::tick_started`] needs no round trip.
 //! - One process per file: [`StateDb::open`] takes an exclusive lock on the database file and
@@ -129,6 +130,11 @@ pub const MAX_PAGE: u32 = 1_000;
 /// Idle read connections kept for the next read (more are opened under load, then closed).
 const READERS_IDLE_MAX: usize = 4;
 
+/// Reads running at once; more wait (asynchronously) for a slot. Each read is a blocking
+/// thread: without a bound, 100 API readers are 100 threads taking the cores from the runs
+/// of a tick (measured: a 10 000-worker tick starved until its host calls timed out).
+const READS_AT_ONCE: usize = 4;
+
 /// Where the state database goes when `quarry.state_db` is unset.
 pub fn default_path(report_dir: &Path) -> PathBuf {
     report_dir.join(DEFAULT_FILE_NAME)
@@ -144,6 +150,8 @@ struct Shared {
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
     readers: Mutex<Vec<Connection>>,
+    /// [`READS_AT_ONCE`] slots.
+    read_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -242,6 +250,7 @@ impl StateDb {
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
+            read_slots: tokio::sync::Semaphore::new(READS_AT_ONCE),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let for_writer = shared.clone();
@@ -447,6 +456,12 @@ impl StateHandle {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let _slot = self
+            .shared
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| self.closed(op))?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let conn = shared.take_reader()?;
