@@ -727,6 +727,7 @@ async fn list_plugins(
         if !m.params_doc.is_empty() {
             writeln!(out, "    params: {}", m.params_doc)?;
         }
+        writeln!(out, "    grants: {}", grants_summary(&rt, p).await)?;
     }
     for e in plugins.errors() {
         writeln!(err, "refused: {e}")?;
@@ -742,6 +743,19 @@ async fn list_plugins(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What `quarry plugins` says about a plugin's grants: `undeclared`, or what it declares for
+/// empty params (`{}`), or that they depend on params it needs.
+async fn grants_summary(rt: &Runtime, plugin: &crate::runtime::Plugin) -> String {
+    if !plugin.declares_grants() {
+        return "undeclared (unrestricted unless the config narrows it; no dry run)".into();
+    }
+    match rt.requires(plugin, "{}").await {
+        Ok(Ok(declared)) => format!("{declared} (for params {{}}; they depend on the params)"),
+        Ok(Err(msg)) => format!("declared per task from its params ({{}} is refused: {msg})"),
+        Err(e) => format!("declared, but asking for them failed: {e}"),
+    }
 }
 
 /// `quarry plugin new|build|check`.

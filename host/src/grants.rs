@@ -389,6 +389,15 @@ impl TaskPolicy {
         })
     }
 
+    /// The policy of a run whose plugin could not say what it needs: every call refused.
+    pub fn granting_nothing(&self) -> RunPolicy {
+        RunPolicy {
+            grants: Some(Grants::default()),
+            dry_run: self.dry_run,
+            protected: self.protected.clone(),
+        }
+    }
+
     /// The first of `declared`'s write paths that touches a protected path, as a message
     /// naming both.
     pub fn protected_target(&self, task: &str, declared: &Declared) -> Option<String> {

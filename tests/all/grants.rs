@@ -362,3 +362,74 @@ async fn a_plugin_built_for_wit_0_1_0_loads_and_runs_undeclared() {
     assert_eq!(runs[0].result.outcome, WorkerOutcome::Success);
     assert_eq!(runs[0].detail.as_ref().unwrap()["stdout"], "legacy\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_asking_for_more_loads_only_when_the_config_allows_it() {
+    use quarry_host::plugins::{ParamsCheck, PluginSet};
+    let dir = plugins_dir(&["probe"]);
+    let rt = runtime(64, Duration::from_secs(5));
+    // Version 2 of the probe asks for `rm` besides `echo` with these params.
+    let params = json!({"mode": "ok", "grants": {"programs": ["echo"], "v2_programs": ["rm"]}});
+    let check = |policy: TaskPolicy| ParamsCheck {
+        field: "scheduler.tasks[0]".into(),
+        plugin: "probe".parse().unwrap(),
+        params: params.to_string(),
+        policy,
+    };
+    let initial = PluginSet::scan(
+        &rt,
+        dir.path(),
+        &PluginSet::default(),
+        &[check(TaskPolicy::default())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(initial.get("probe").unwrap().meta().version, "1.0.0");
+    std::fs::copy(component("probe2"), dir.path().join("probe.wasm")).unwrap();
+
+    // Refused: the old version keeps running, and the message says what grew.
+    let refused = PluginSet::scan(&rt, dir.path(), &initial, &[check(TaskPolicy::default())])
+        .await
+        .unwrap();
+    assert_eq!(refused.get("probe").unwrap().meta().version, "1.0.0");
+    let e = refused.errors()[0].to_string();
+    assert!(
+        e.contains("version 2.0.0: its grants for scheduler.tasks[0] are refused: it asks for more than the running version 1.0.0: program `rm`")
+            && e.contains("still running the previous version 1.0.0"),
+        "{e}"
+    );
+
+    // Allowed by allow_grant_growth, or by a narrowing that covers the new request.
+    let growth = TaskPolicy {
+        allow_growth: true,
+        ..TaskPolicy::default()
+    };
+    let narrowing = TaskPolicy {
+        narrowing: Narrowing {
+            programs: Some(vec!["echo".into(), "rm".into()]),
+            shell: Some(false),
+            read_paths: Some(vec![]),
+            write_paths: Some(vec![]),
+        },
+        ..TaskPolicy::default()
+    };
+    for policy in [growth, narrowing] {
+        let set = PluginSet::scan(&rt, dir.path(), &initial, &[check(policy)])
+            .await
+            .unwrap();
+        assert!(set.errors().is_empty(), "{:?}", set.errors());
+        assert_eq!(set.get("probe").unwrap().meta().version, "2.0.0");
+    }
+    // A narrowing that does not cover `rm` does not allow the growth.
+    let partial = TaskPolicy {
+        narrowing: Narrowing {
+            programs: Some(vec!["echo".into()]),
+            ..Narrowing::default()
+        },
+        ..TaskPolicy::default()
+    };
+    let set = PluginSet::scan(&rt, dir.path(), &initial, &[check(partial)])
+        .await
+        .unwrap();
+    assert_eq!(set.get("probe").unwrap().meta().version, "1.0.0");
+}

@@ -171,6 +171,7 @@ async fn a_new_version_that_rejects_the_configured_params_is_refused() {
         field: "scheduler.tasks[0]".into(),
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "v1only"}).to_string(),
+        policy: Default::default(),
     }];
     let initial = Arc::new(
         PluginSet::scan(&rt, dir.path(), &PluginSet::default(), &checks)

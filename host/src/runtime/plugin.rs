@@ -113,6 +113,15 @@ impl Plugin {
         self.capabilities.is_some()
     }
 
+    /// The grants the plugin declared for `params`: [`crate::grants::Declared::Undeclared`]
+    /// without a `capabilities` export; `None` when `requires` was not asked for them yet.
+    pub fn grants_for(&self, params: &str) -> Option<crate::grants::Declared> {
+        match self.capabilities {
+            None => Some(crate::grants::Declared::Undeclared),
+            Some(_) => self.declared(params),
+        }
+    }
+
     /// What `requires` answered for `params`, if it was asked.
     pub(super) fn declared(&self, params: &str) -> Option<crate::grants::Declared> {
         let cache = self.declared.lock().ok()?;

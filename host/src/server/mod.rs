@@ -40,6 +40,7 @@ pub fn params_checks(cfg: &Config) -> Vec<crate::plugins::ParamsCheck> {
             field: format!("scheduler.tasks[{}]", t.index),
             plugin: t.plugin.clone(),
             params: t.params.clone(),
+            policy: t.policy.clone(),
         })
         .collect()
 }

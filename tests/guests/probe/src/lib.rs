@@ -23,7 +23,8 @@
 //! | `dryrun`  |                               | success, detail `{dry_run: <host dry-run()>}` |
 //!
 //! Any mode with a `grants` field (`{programs, shell, read_paths, write_paths, dry_run}`, all
-//! optional) declares those grants; without it the probe is undeclared.
+//! optional) declares those grants; without it the probe is undeclared. `grants.v2_programs`
+//! are added to the programs by version 2 only (probe2), for the grant-growth tests.
 //!
 //! Host-call errors are not run failures here: `sleep`, `exec`, `shell`, `read` and `write`
 //! succeed with detail `{error_kind, error}` (kinds `not-found`, `timeout`, `unreachable`,
@@ -91,6 +92,8 @@ pub struct GrantsParam {
     pub write_paths: Vec<String>,
     /// Dry runs supported.
     pub dry_run: bool,
+    /// Programs only version 2 asks for.
+    pub v2_programs: Vec<String>,
 }
 
 /// The task.
@@ -119,7 +122,9 @@ impl Task for Probe {
     fn grants(config: &Params) -> Option<quarry_sdk::Grants> {
         let g = config.grants.as_ref()?;
         let mut out = quarry_sdk::Grants::new().shell(g.shell).dry_run(g.dry_run);
-        for p in &g.programs {
+        let v2 = env!("CARGO_PKG_VERSION").starts_with("2.");
+        let extra = if v2 { g.v2_programs.as_slice() } else { &[] };
+        for p in g.programs.iter().chain(extra) {
             out = out.program(p);
         }
         for p in &g.read_paths {
