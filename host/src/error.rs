@@ -62,6 +62,17 @@ pub enum LoadErrorKind {
         /// The check trapped or failed instead of answering.
         crashed: bool,
     },
+    /// The new version's grants for a configured task's params are refused: a target on a
+    /// protected path, or more than the running version's without the config allowing it.
+    #[error("version {version}: its grants for {field} are refused: {reason}")]
+    GrantsRefused {
+        /// The plugin's version.
+        version: String,
+        /// The config entry (`scheduler.tasks[N]`).
+        field: String,
+        /// What is wrong (what grew, or the protected path).
+        reason: String,
+    },
     /// Several files claim one task name.
     #[error("{} files claim the task name {name:?} ({}); {}", files.len(), files.join(", "), match keeping { Some(k) => format!("keeping {}, refusing this one", k.display()), None => "none of them is loaded until only one does".into() })]
     DuplicateName {

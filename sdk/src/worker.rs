@@ -83,6 +83,14 @@ pub trait Worker {
     /// [`host::previous_pid`]).
     fn previous_pid(&mut self) -> Option<u32>;
 
+    /// Whether this run must change nothing on the worker (`quarry run --dry-run`, or the
+    /// task's `dry_run: true` in the config): the task then reports what it would do. The host
+    /// runs a task in a dry run only when its [`crate::Grants`] say
+    /// [`dry_run(true)`](crate::Grants::dry_run), and refuses every write-file during one.
+    fn dry_run(&self) -> bool {
+        false
+    }
+
     /// Runs an argument vector (no shell: no value is interpreted) with a time limit; a
     /// non-zero exit is `Ok`. Short for [`Worker::execute`] of [`Command::argv`] with
     /// [`Command::timeout`].
@@ -156,5 +164,9 @@ impl Worker for HostWorker {
 
     fn previous_pid(&mut self) -> Option<u32> {
         host::previous_pid()
+    }
+
+    fn dry_run(&self) -> bool {
+        host::dry_run()
     }
 }

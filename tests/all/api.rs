@@ -224,6 +224,8 @@ impl ControlPlane for Fake {
                 idempotent,
                 default_interval_seconds: 3600,
                 params_doc: String::new(),
+                declares_grants: false,
+                grants: None,
             };
             Ok(PluginsView {
                 loaded: vec![plugin("file_cleanup", true), plugin("image_pull", false)],

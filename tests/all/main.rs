@@ -17,6 +17,7 @@ mod discovery;
 mod docker_tasks;
 mod e2e;
 mod fake_workers;
+mod grants;
 mod harness;
 mod hostile;
 mod image_cleanup;

@@ -72,6 +72,7 @@ async fn plugins_dropped_replaced_and_removed_in_a_running_host() {
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "ok"}).to_string(),
         interval: Duration::from_millis(300),
+        policy: Default::default(),
     };
     let ws = Arc::new(workers::connect(&[WorkerAddr::Local], Limits::default()));
     let sched = Scheduler::start(
@@ -170,6 +171,7 @@ async fn a_new_version_that_rejects_the_configured_params_is_refused() {
         field: "scheduler.tasks[0]".into(),
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "v1only"}).to_string(),
+        policy: Default::default(),
     }];
     let initial = Arc::new(
         PluginSet::scan(&rt, dir.path(), &PluginSet::default(), &checks)

@@ -207,6 +207,12 @@ pub struct PluginView {
     pub default_interval_seconds: u64,
     /// Its params documentation.
     pub params_doc: String,
+    /// Whether it declares grants (exports `capabilities`, WIT 0.1.1); false: "undeclared",
+    /// unrestricted unless the config narrows it, never run in a dry run.
+    pub declares_grants: bool,
+    /// What it declared for the params of the task configured for it (before the config's
+    /// narrowing); `null` when undeclared or no task uses it.
+    pub grants: Option<crate::grants::Grants>,
 }
 
 /// A refused plugin file.

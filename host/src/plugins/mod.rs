@@ -85,6 +85,8 @@ pub struct ParamsCheck {
     pub plugin: TaskName,
     /// Params, a JSON object.
     pub params: String,
+    /// The task's grants policy: protected paths, narrowing and the growth rule.
+    pub policy: crate::grants::TaskPolicy,
 }
 
 /// The loaded plugins, immutable; the next version of the set is built by [`PluginSet::scan`]
@@ -137,7 +139,7 @@ impl PluginSet {
                 return (path, Ok((*old).clone()));
             }
             let loaded = match Plugin::load_bytes(rt, path, bytes).await {
-                Ok(p) => check_params(rt, p, checks).await,
+                Ok(p) => check_params(rt, p, checks, previous).await,
                 Err(e) => Err(e),
             };
             (path, loaded)
@@ -266,15 +268,29 @@ impl PluginSet {
     }
 }
 
-/// Refuses a plugin whose `validate-config` rejects the params of a task configured for it.
+/// Refuses a plugin whose `validate-config` rejects the params of a task configured for it,
+/// or whose grants for them are refused ([`check_grants`]).
 async fn check_params(
     rt: &Runtime,
     plugin: Arc<Plugin>,
     checks: &[ParamsCheck],
+    previous: &PluginSet,
 ) -> Result<Arc<Plugin>, LoadError> {
     for c in checks.iter().filter(|c| c.plugin == plugin.meta().name) {
         let (reason, crashed) = match rt.validate_config(&plugin, &c.params).await {
-            Ok(Ok(())) => continue,
+            Ok(Ok(())) => match check_grants(rt, &plugin, c, previous).await {
+                Ok(()) => continue,
+                Err(reason) => {
+                    let version = plugin.meta().version.clone();
+                    let field = c.field.clone();
+                    let kind = LoadErrorKind::GrantsRefused {
+                        version,
+                        field,
+                        reason,
+                    };
+                    return Err(LoadError::new(plugin.path(), kind));
+                }
+            },
             Ok(Err(msg)) => (msg, false),
             Err(e) => (e.to_string(), true),
         };
@@ -289,6 +305,64 @@ async fn check_params(
         ));
     }
     Ok(plugin)
+}
+
+/// The growth rule and the protected paths for one configured task: the new version's
+/// declared targets must not touch a protected path, and it may ask for more than the running
+/// version (a new program, shell, a wider path) only when the config allows it
+/// (`allow_grant_growth`, or a `grants:` narrowing that covers the whole new request).
+/// Allowed growth is logged with what grew.
+async fn check_grants(
+    rt: &Runtime,
+    plugin: &Plugin,
+    c: &ParamsCheck,
+    previous: &PluginSet,
+) -> Result<(), String> {
+    let name = plugin.meta().name.as_str();
+    let declared = match rt.requires(plugin, &c.params).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(msg)) => return Err(format!("its requires refuses the params: {msg}")),
+        Err(e) => return Err(format!("its requires failed: {e}")),
+    };
+    if let Some(why) = c.policy.protected_target(name, &declared) {
+        return Err(why);
+    }
+    let Some(old) = previous
+        .get(name)
+        .filter(|old| old.sha256() != plugin.sha256())
+    else {
+        return Ok(());
+    };
+    let old_declared = match rt.requires(old, &c.params).await {
+        Ok(Ok(d)) => d,
+        // The running version no longer answers for these params: nothing to compare with.
+        _ => return Ok(()),
+    };
+    let grew = crate::grants::growth(&old_declared, &declared);
+    if grew.is_empty() {
+        return Ok(());
+    }
+    let grew = grew.join(", ");
+    let covered = declared
+        .grants()
+        .is_some_and(|g| c.policy.narrowing.covers(g));
+    let (old_v, new_v) = (&old.meta().version, &plugin.meta().version);
+    if c.policy.allow_growth || covered {
+        let why = if covered {
+            "the config's grants cover them"
+        } else {
+            "allow_grant_growth"
+        };
+        tracing::warn!(
+            task = name,
+            "plugin {name} {new_v} asks for more than {old_v}: {grew}; loaded ({why})"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "it asks for more than the running version {old_v}: {grew}; allow it with \
+         allow_grant_growth: true, or a grants: narrowing in the config that covers it"
+    ))
 }
 
 /// The `.wasm` files directly inside `dir`, sorted. Hidden files (editors' and our own

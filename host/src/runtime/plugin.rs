@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::{TaskPluginPre, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{CapabilitiesIndices, TaskIndices, WIT_PACKAGE, WIT_VERSION};
 use super::{RunState, Runtime};
 use crate::error::{LoadError, LoadErrorKind};
 use crate::task::TaskMeta;
@@ -17,7 +17,12 @@ pub struct Plugin {
     wit_version: String,
     path: PathBuf,
     sha256: String,
-    pre: TaskPluginPre<RunState>,
+    pre: InstancePre<RunState>,
+    task: TaskIndices,
+    /// The `capabilities` export, when the plugin declares its grants (0.1.1 and later).
+    capabilities: Option<CapabilitiesIndices>,
+    /// What `requires` answered, by params: asked once per (version, params).
+    declared: std::sync::Mutex<std::collections::HashMap<String, crate::grants::Declared>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -64,10 +69,11 @@ impl Plugin {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| err(LoadErrorKind::Link(format!("{e:#}"))))?;
-        let pre = TaskPluginPre::new(instance_pre)
+        let task = TaskIndices::new(&instance_pre)
             .map_err(|e| err(LoadErrorKind::Exports(format!("{e:#}"))))?;
+        let capabilities = CapabilitiesIndices::new(&instance_pre).ok();
         let meta = rt
-            .describe(&pre)
+            .describe(&instance_pre, &task)
             .await
             .map_err(|e| err(LoadErrorKind::Describe(e)))?;
         Ok(Arc::new(Plugin {
@@ -75,7 +81,10 @@ impl Plugin {
             wit_version,
             path: path.to_path_buf(),
             sha256,
-            pre,
+            pre: instance_pre,
+            task,
+            capabilities,
+            declared: Default::default(),
         }))
     }
 
@@ -99,8 +108,43 @@ impl Plugin {
         &self.sha256
     }
 
-    pub(super) fn pre(&self) -> &TaskPluginPre<RunState> {
+    /// Whether the plugin exports `capabilities` (declares its grants).
+    pub fn declares_grants(&self) -> bool {
+        self.capabilities.is_some()
+    }
+
+    /// The grants the plugin declared for `params`: [`crate::grants::Declared::Undeclared`]
+    /// without a `capabilities` export; `None` when `requires` was not asked for them yet.
+    pub fn grants_for(&self, params: &str) -> Option<crate::grants::Declared> {
+        match self.capabilities {
+            None => Some(crate::grants::Declared::Undeclared),
+            Some(_) => self.declared(params),
+        }
+    }
+
+    /// What `requires` answered for `params`, if it was asked.
+    pub(super) fn declared(&self, params: &str) -> Option<crate::grants::Declared> {
+        let cache = self.declared.lock().ok()?;
+        cache.get(params).cloned()
+    }
+
+    /// Remembers what `requires` answered for `params`.
+    pub(super) fn remember(&self, params: &str, declared: &crate::grants::Declared) {
+        if let Ok(mut cache) = self.declared.lock() {
+            cache.insert(params.to_string(), declared.clone());
+        }
+    }
+
+    pub(super) fn pre(&self) -> &InstancePre<RunState> {
         &self.pre
+    }
+
+    pub(super) fn task(&self) -> &TaskIndices {
+        &self.task
+    }
+
+    pub(super) fn capabilities(&self) -> Option<&CapabilitiesIndices> {
+        self.capabilities.as_ref()
     }
 }
 
@@ -114,7 +158,7 @@ fn check_version(rt: &Runtime, component: &Component) -> Result<String, String> 
     for (name, _) in ty.exports(engine) {
         seen.push(name.to_string());
         if let Some(rest) = name.strip_prefix(&prefix)
-            && let Some(("task", version)) = rest.split_once('@')
+            && let Some(("task" | "capabilities", version)) = rest.split_once('@')
         {
             versions.push(version.to_string());
         }
@@ -178,6 +222,10 @@ mod tests {
     #[test]
     fn version_compatibility() {
         assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.0", "0.1.1"));
+        assert!(compatible("0.1.1", "0.1.1"));
+        assert!(!compatible("0.1.2", "0.1.1"));
+        assert!(!compatible("0.2.0", "0.1.1"));
         assert!(!compatible("0.2.0", "0.1.0"));
         assert!(!compatible("0.1.1", "0.1.0"));
         assert!(compatible("0.1.0", "0.1.3"));

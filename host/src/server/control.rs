@@ -328,10 +328,17 @@ impl ControlPlane for ServerControl {
 
     fn plugins(&self) -> BoxFuture<'_, Result<PluginsView, ControlError>> {
         let set = self.plugins.borrow().clone();
+        let tasks = self.tasks.borrow().clone();
+        let grants = |p: &crate::runtime::Plugin| {
+            let t = tasks.iter().find(|t| t.plugin == p.meta().name)?;
+            p.grants_for(&t.params)?.grants().cloned()
+        };
         let view = PluginsView {
             loaded: set
                 .iter()
                 .map(|p| PluginView {
+                    declares_grants: p.declares_grants(),
+                    grants: grants(p),
                     name: p.meta().name.to_string(),
                     version: p.meta().version.clone(),
                     sha256: p.sha256().to_string(),

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::docker::{Decision, Keep, State};
@@ -104,6 +104,17 @@ impl Task for ContainerCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker` (ps, inspect, rm) and `date` (the worker's clock); no files.
+    fn grants(_config: &Config) -> Option<Grants> {
+        Some(
+            Grants::new()
+                .program("docker")
+                .program("date")
+                .shell(false)
+                .dry_run(false),
+        )
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel, Output};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value};
 
 use crate::params::{Config, Params};
@@ -89,6 +89,22 @@ impl Task for DockerHealth {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(check(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker info`, the configured start command's program, `date` (the worker's clock) and
+    /// `sleep` (the pause before re-checking); no files.
+    fn grants(config: &Config) -> Option<Grants> {
+        let start = config.start_command.first().map(String::as_str);
+        let grants = Grants::new()
+            .program("docker")
+            .program("date")
+            .program("sleep");
+        Some(
+            start
+                .map_or(grants.clone(), |p| grants.program(p))
+                .shell(false)
+                .dry_run(false),
+        )
     }
 }
 

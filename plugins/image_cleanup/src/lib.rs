@@ -38,7 +38,7 @@ use std::time::Duration;
 use quarry_sdk::host::{Command, Error, LogLevel};
 use quarry_sdk::shell::quote;
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::params::{Config, Params};
@@ -88,6 +88,20 @@ impl Task for ImageCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(tick(&mut HostWorker::new(), &config))
+    }
+
+    /// Two shell scripts (the prune runs `docker`; the launch finds or starts docuum through
+    /// `/proc`), docuum's state directory and log file as targets.
+    fn grants(config: &Config) -> Option<Grants> {
+        let mut grants = Grants::new()
+            .program("docker")
+            .program(&config.docuum_path)
+            .shell(true)
+            .dry_run(false);
+        for path in [&config.state_dir, &config.log_file].into_iter().flatten() {
+            grants = grants.write_path(path);
+        }
+        Some(grants)
     }
 }
 

@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel, Output};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::params::{Config, ImageEntry, Login, Params, Secret};
@@ -100,6 +100,11 @@ exec 3<"$f" || exit 125
 rm -rf -- "$d"
 base64 -d <&3 | "$@""#;
 
+/// Where `mktemp -d -t` makes the private directory on a worker whose agent has no `TMPDIR`:
+/// the write path image_pull declares for literal passwords (an agent with another `TMPDIR`
+/// sees the write refused by its grants, and the login fails saying so).
+pub const PRIVATE_DIR_PARENT: &str = "/tmp";
+
 /// Name of the file holding a literal password inside its private directory.
 pub const PASSWORD_FILE_NAME: &str = "password.b64";
 
@@ -140,6 +145,40 @@ impl Task for ImagePull {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(pull_all(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker` (pull, login); for logins, `/bin/sh` with the constant login scripts, and for
+    /// literal passwords `mktemp -d` under `/tmp` (the private directory the password file is
+    /// written to) and `rm`. Docker's config directory, when configured, is a target; a
+    /// password file is read.
+    fn grants(config: &Config) -> Option<Grants> {
+        let mut grants = Grants::new().program("docker").shell(false).dry_run(false);
+        let logins: Vec<&Login> = config
+            .images
+            .iter()
+            .filter_map(|i| i.login.as_ref())
+            .collect();
+        if !logins.is_empty() {
+            grants = grants.program("/bin/sh");
+        }
+        if logins
+            .iter()
+            .any(|l| matches!(l.secret, Secret::Literal(_)))
+        {
+            grants = grants
+                .program("mktemp")
+                .program("rm")
+                .write_path(PRIVATE_DIR_PARENT);
+        }
+        for l in &logins {
+            if let Secret::File(path) = &l.secret {
+                grants = grants.read_path(path);
+            }
+        }
+        if let Some(dir) = &config.docker_config {
+            grants = grants.write_path(dir);
+        }
+        Some(grants)
     }
 }
 
