@@ -83,6 +83,13 @@ pub trait Worker {
     /// [`host::previous_pid`]).
     fn previous_pid(&mut self) -> Option<u32>;
 
+    /// True when this run is a dry run (`quarry run --dry-run`, or `dry_run: true` on the
+    /// task): the task reports what it would change and changes nothing (read-only commands
+    /// only, no writes).
+    fn dry_run(&self) -> bool {
+        false
+    }
+
     /// Runs an argument vector (no shell: no value is interpreted) with a time limit; a
     /// non-zero exit is `Ok`. Short for [`Worker::execute`] of [`Command::argv`] with
     /// [`Command::timeout`].

@@ -105,7 +105,9 @@ struct Rule {
 ///   [`call_cost`](Self::call_cost) at each command, by each [`pause`](Worker::pause) (recorded
 ///   in [`pauses`](Self::pauses)) and by [`advance`](Self::advance).
 /// - Logs are captured ([`logs`](Self::logs)); [`previous_pid`](Worker::previous_pid) answers
-///   what [`set_previous_pid`](Self::set_previous_pid) set (none by default).
+///   what [`set_previous_pid`](Self::set_previous_pid) set (none by default), and
+///   [`dry_run`](Worker::dry_run) what [`set_dry_run`](Self::set_dry_run) set (false by
+///   default).
 #[derive(Default)]
 pub struct FakeWorker {
     rules: Vec<Rule>,
@@ -119,6 +121,7 @@ pub struct FakeWorker {
     call_cost: Duration,
     pauses: Vec<Duration>,
     previous_pid: Option<u32>,
+    dry_run: bool,
 }
 
 impl FakeWorker {
@@ -212,6 +215,12 @@ impl FakeWorker {
     /// Sets what [`Worker::previous_pid`] answers.
     pub fn set_previous_pid(&mut self, pid: Option<u32>) -> &mut Self {
         self.previous_pid = pid;
+        self
+    }
+
+    /// Sets what [`Worker::dry_run`] answers (false by default).
+    pub fn set_dry_run(&mut self, dry_run: bool) -> &mut Self {
+        self.dry_run = dry_run;
         self
     }
 
@@ -311,6 +320,10 @@ impl Worker for FakeWorker {
 
     fn previous_pid(&mut self) -> Option<u32> {
         self.previous_pid
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
     }
 }
 
@@ -541,6 +554,9 @@ mod tests {
         assert_eq!(w.previous_pid(), None);
         w.set_previous_pid(Some(42));
         assert_eq!(w.previous_pid(), Some(42));
+        assert!(!w.dry_run());
+        w.set_dry_run(true);
+        assert!(w.dry_run());
     }
 
     #[test]
