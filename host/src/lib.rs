@@ -1,7 +1,7 @@
 //! # quarry-host
 //!
 //! Quarry runs fleet-maintenance tasks, written as WebAssembly components against
-//! `quarry:task@0.1.0` (see `wit/`), on every worker of a fleet. Module map:
+//! `quarry:task@0.1.1` (see `wit/`), on every worker of a fleet. Module map:
 //!
 //! - [`config`]: ROCK's `scheduler:` YAML plus Quarry's own settings → a validated [`config::Config`].
 //! - [`plugins`]: loading the plugins directory into a [`plugins::PluginSet`] (name → plugin).
@@ -18,6 +18,8 @@
 //! - [`api`]: the admin API (REST, metrics, dashboard) over the [`api::ControlPlane`] trait.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics` (a cheap [`metrics::Metrics`] handle).
 //! - [`cli`]: the `quarry` command line; [`scaffold`]: `quarry plugin new/build`.
+//! - [`grants`]: capability grants, protected paths and dry run: what a run's host calls are
+//!   checked against.
 //! - [`task`], [`error`]: domain types and error types.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod debounce;
 pub mod error;
+pub mod grants;
 pub mod metrics;
 pub mod plugins;
 pub mod report;

@@ -268,6 +268,12 @@ struct HostCallLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GrantLabels {
+    task: String,
+    call: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct HostCallKindLabels {
     kind: HostCall,
 }
@@ -346,6 +352,7 @@ struct Families {
     tick_duration: Histograms<TaskLabels>,
     host_calls: Family<HostCallLabels, Counter>,
     host_call_duration: Histograms<HostCallKindLabels>,
+    grant_rejections: Family<GrantLabels, Counter>,
     workers: Gauge,
     plugins_loaded: Gauge,
     plugins_refused: Gauge,
@@ -388,6 +395,7 @@ impl Metrics {
             host_call_duration: Family::new_with_constructor(|| {
                 Histogram::new(HOST_CALL_BUCKETS_SECONDS)
             }),
+            grant_rejections: Family::default(),
             workers: Gauge::default(),
             plugins_loaded: Gauge::default(),
             plugins_refused: Gauge::default(),
@@ -444,6 +452,12 @@ impl Metrics {
             "Time a host call took, answer to the task included",
             Unit::Seconds,
             f.host_call_duration.clone(),
+        );
+        r.register(
+            "quarry_grant_rejections",
+            "Host calls refused before reaching a worker: outside the task's grants, on a \
+             protected path, or a write in a dry run",
+            f.grant_rejections.clone(),
         );
         r.register(
             "quarry_workers_discovered",
@@ -561,6 +575,15 @@ impl Metrics {
             HostCallLabels { kind, error }
         })
         .inc();
+    }
+
+    /// A host call of `task` was refused by its grants (or protected paths, or a dry run).
+    pub fn record_grant_rejection(&self, task: &str, call: crate::grants::GrantCall) {
+        let labels = GrantLabels {
+            task: task.to_string(),
+            call: call.as_str(),
+        };
+        self.0.grant_rejections.get_or_create(&labels).inc();
     }
 
     /// Discovery found `n` workers.

@@ -193,3 +193,9 @@ pub fn worker() -> WorkerInfo {
 pub fn previous_pid() -> Option<u32> {
     wit::previous_pid()
 }
+
+/// Whether this run must change nothing on the worker (a dry run): report what would be done
+/// instead. See [`crate::worker::Worker::dry_run`].
+pub fn dry_run() -> bool {
+    wit::dry_run()
+}

@@ -14,6 +14,7 @@
 //! - [`shell`]: quoting for the rare case where a task must run a shell script.
 //! - [`text`]: cutting long output for reports.
 //! - [`Metadata`], [`Outcome`], [`Status`]: what a task reports.
+//! - [`Grants`]: what a task may do on a worker ([`Task::grants`]), which the host enforces.
 //!
 //! ```no_run
 //! use quarry_sdk::{host, Metadata, Outcome, Task};
@@ -75,7 +76,7 @@ pub mod worker;
 use serde::de::DeserializeOwned;
 
 /// The WIT package version this SDK targets (`quarry:task@WIT_VERSION`).
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// Static facts about a task, returned by [`Task::describe`].
 #[derive(Debug, Clone)]
@@ -117,6 +118,97 @@ impl Metadata {
     pub fn params_doc(mut self, doc: impl Into<String>) -> Self {
         self.params_doc = doc.into();
         self
+    }
+}
+
+/// What a task may do on a worker for one config, returned by [`Task::grants`]. The host
+/// checks every call of a run against it (narrowed by the operator's config) before the call
+/// reaches the worker: a call outside it is answered [`host::Error::Rejected`] with a message
+/// naming the grant.
+///
+/// ```
+/// let grants = quarry_sdk::Grants::new()
+///     .program("find")
+///     .shell(false)
+///     .read_path("/var/log/app")
+///     .write_path("/var/cache/app")
+///     .dry_run(true);
+/// assert_eq!(grants.programs(), ["find"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    programs: Vec<String>,
+    shell: bool,
+    read_paths: Vec<String>,
+    write_paths: Vec<String>,
+    dry_run: bool,
+}
+
+impl Grants {
+    /// Nothing granted: no program, no shell, no path, no dry run.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows running `program` as `argv[0]`: a bare name (`find`) allows any program with
+    /// that base name (`find`, `/usr/bin/find`), an absolute path that exact path. Note that
+    /// [`worker::HostWorker`]'s `pause` runs `sleep`.
+    pub fn program(mut self, program: impl Into<String>) -> Self {
+        self.programs.push(program.into());
+        self
+    }
+
+    /// Allows (or not) `Command::shell` scripts, which can run anything.
+    pub fn shell(mut self, shell: bool) -> Self {
+        self.shell = shell;
+        self
+    }
+
+    /// Allows reading under the absolute path prefix `path` (`read_file`, a command's `cwd`).
+    pub fn read_path(mut self, path: impl Into<String>) -> Self {
+        self.read_paths.push(path.into());
+        self
+    }
+
+    /// Allows writing (and reading) under the absolute path prefix `path`, and declares it a
+    /// target the task acts on: the host refuses a config in which it touches a protected
+    /// path (`/`, `/etc`, home directories, ...).
+    pub fn write_path(mut self, path: impl Into<String>) -> Self {
+        self.write_paths.push(path.into());
+        self
+    }
+
+    /// Declares that the task honours [`worker::Worker::dry_run`]: in a dry run it changes
+    /// nothing and reports what it would do. The host never runs a task in a dry run without
+    /// it.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The allowed programs.
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// Whether shell scripts are allowed.
+    pub fn allows_shell(&self) -> bool {
+        self.shell
+    }
+
+    /// The readable path prefixes.
+    pub fn read_paths(&self) -> &[String] {
+        &self.read_paths
+    }
+
+    /// The writable path prefixes.
+    pub fn write_paths(&self) -> &[String] {
+        &self.write_paths
+    }
+
+    /// Whether the task honours dry runs.
+    pub fn allows_dry_run(&self) -> bool {
+        self.dry_run
     }
 }
 
@@ -241,6 +333,18 @@ pub trait Task {
     /// Runs the task on the current worker with the config [`Task::check`] built. Return `Err`
     /// (or [`Outcome::failed`]) when it failed; the message is reported for this worker.
     fn run(config: Self::Config) -> Result<Outcome, String>;
+
+    /// What the task may do on a worker with `config`: the programs it runs, whether it uses a
+    /// shell, the paths it reads and writes (its targets), and whether it honours dry runs.
+    /// The host asks when the config is loaded and enforces the answer on every call.
+    ///
+    /// `None` (the default) declares nothing: the task is "undeclared", like a plugin built
+    /// for WIT 0.1.0: unrestricted unless the operator's config narrows it, and never run in a
+    /// dry run. (On the wire, `capabilities.requires` answers the error `"undeclared"`.)
+    fn grants(config: &Self::Config) -> Option<Grants> {
+        let _ = config;
+        None
+    }
 }
 
 /// Exports a [`Task`] implementation as the component's `quarry:task/task` interface.
@@ -249,7 +353,7 @@ pub trait Task {
 #[macro_export]
 macro_rules! export_task {
     ($task:ty) => {
-        // Exported names such as `quarry:task/task@0.1.0#run` only link for wasm; natively
+        // Exported names such as `quarry:task/task@0.1.1#run` only link for wasm; natively
         // (unit tests, docs) the task is plain Rust.
         #[cfg(target_arch = "wasm32")]
         const _: () = {
@@ -267,6 +371,13 @@ macro_rules! export_task {
                     $crate::__private::run::<$task>(&params)
                 }
             }
+            impl $crate::__private::CapabilitiesGuest for QuarryTaskExport {
+                fn requires(
+                    params: ::std::string::String,
+                ) -> ::std::result::Result<$crate::__private::WitGrants, ::std::string::String> {
+                    $crate::__private::requires::<$task>(&params)
+                }
+            }
             $crate::__private::export_bindings!(QuarryTaskExport with_types_in $crate::__private::bindings);
         };
     };
@@ -276,6 +387,9 @@ macro_rules! export_task {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bindings::export_bindings;
+    pub use crate::bindings::exports::quarry::task::capabilities::{
+        Grants as WitGrants, Guest as CapabilitiesGuest,
+    };
     pub use crate::bindings::exports::quarry::task::task::{
         Guest, Metadata as WitMetadata, Outcome as WitOutcome,
     };
@@ -317,6 +431,21 @@ pub mod __private {
         T::check(parse::<T>(params)?).map(|_| ())
     }
 
+    /// The answer to `capabilities.requires`: the task's grants, or `"undeclared"`.
+    pub fn requires<T: Task>(params: &str) -> Result<WitGrants, String> {
+        let config = T::check(parse::<T>(params)?)?;
+        let Some(g) = T::grants(&config) else {
+            return Err("undeclared".to_string());
+        };
+        Ok(WitGrants {
+            programs: g.programs,
+            shell: g.shell,
+            read_paths: g.read_paths,
+            write_paths: g.write_paths,
+            dry_run: g.dry_run,
+        })
+    }
+
     pub fn run<T: Task>(params: &str) -> Result<WitOutcome, String> {
         let config = T::check(parse::<T>(params)?)?;
         let Outcome {
@@ -340,7 +469,7 @@ pub mod __private {
 mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "task-plugin",
+        world: "granted-task-plugin",
         pub_export_macro: true,
         export_macro_name: "export_bindings",
         default_bindings_module: "quarry_sdk::__private::bindings",

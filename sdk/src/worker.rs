@@ -83,9 +83,10 @@ pub trait Worker {
     /// [`host::previous_pid`]).
     fn previous_pid(&mut self) -> Option<u32>;
 
-    /// True when this run is a dry run (`quarry run --dry-run`, or `dry_run: true` on the
-    /// task): the task reports what it would change and changes nothing (read-only commands
-    /// only, no writes).
+    /// Whether this run must change nothing on the worker (`quarry run --dry-run`, or the
+    /// task's `dry_run: true` in the config): the task then reports what it would do. The host
+    /// runs a task in a dry run only when its [`crate::Grants`] say
+    /// [`dry_run(true)`](crate::Grants::dry_run), and refuses every write-file during one.
     fn dry_run(&self) -> bool {
         false
     }
@@ -163,5 +164,9 @@ impl Worker for HostWorker {
 
     fn previous_pid(&mut self) -> Option<u32> {
         host::previous_pid()
+    }
+
+    fn dry_run(&self) -> bool {
+        host::dry_run()
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::bindings::host as wit;
-use super::bindings::{Metadata, Outcome, Status};
+use super::bindings::{Grants, Metadata, Outcome, Status};
 use crate::task::{RunOutcome, RunStatus, TaskMeta, TaskName};
 use crate::workers::{Command, Output, Program, WorkerError};
 
@@ -44,6 +44,17 @@ pub(super) fn error(err: WorkerError) -> wit::Error {
         WorkerError::Unreachable(m) => wit::Error::Unreachable(m),
         WorkerError::Rejected(m) => wit::Error::Rejected(m),
         WorkerError::Other(m) => wit::Error::Other(m),
+    }
+}
+
+/// A plugin's grants, as the host's domain type.
+pub(super) fn grants(g: Grants) -> crate::grants::Grants {
+    crate::grants::Grants {
+        programs: g.programs,
+        shell: g.shell,
+        read_paths: g.read_paths,
+        write_paths: g.write_paths,
+        dry_run: g.dry_run,
     }
 }
 

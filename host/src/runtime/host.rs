@@ -8,6 +8,10 @@
 //! With [`crate::metrics::Metrics`] on the runtime, every `execute`, `read-file`,
 //! `write-file` and `log` call is counted with the error kind its answer carries and the
 //! time it took (refused calls during `describe`/`validate-config` included).
+//!
+//! Before a call reaches the worker it is checked against the run's
+//! [`crate::grants::RunPolicy`] (grants, protected paths, dry run); a refusal is a `rejected`
+//! answer naming the grant, logged and counted (`quarry_grant_rejections_total`).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ use super::bindings::host::{self as wit, Host};
 use super::convert;
 use super::{CallContext, RunState};
 use crate::error::ErrorType;
+use crate::grants::GrantCall;
 use crate::metrics::HostCall;
 use crate::workers::{Worker, WorkerError};
 
@@ -62,6 +67,23 @@ impl RunState {
         if let Some(metrics) = &self.metrics {
             metrics.record_host_call(kind, error, started.elapsed());
         }
+    }
+
+    /// Checks a call against the run's policy: `Err` is the `rejected` answer, counted as a
+    /// grant rejection (and, by the caller, as a host call).
+    fn allowed(
+        &self,
+        task: &str,
+        call: GrantCall,
+        check: impl FnOnce(&crate::grants::RunPolicy) -> Result<(), String>,
+    ) -> Result<(), WorkerError> {
+        check(&self.policy).map_err(|why| {
+            tracing::warn!(task, call = call.as_str(), "{why}");
+            if let Some(metrics) = &self.metrics {
+                metrics.record_grant_rejection(task, call);
+            }
+            WorkerError::Rejected(why)
+        })
     }
 
     /// Counts a host call and turns the worker's answer into the guest's.
@@ -148,6 +170,13 @@ impl Host for RunState {
             Err(e) => return Ok(self.answer(HostCall::Execute, started, Err(e))),
         };
         let command = convert::command(cmd, limit);
+        let checked = self.allowed(task, GrantCall::Execute, |p| {
+            p.check_execute(task, &command.program, command.cwd.as_deref())
+        });
+        if let Err(e) = checked {
+            return Ok(self.answer(HostCall::Execute, started, Err(e)));
+        }
+        let (task, worker) = self.target("execute").expect("checked above");
         tracing::debug!(
             task,
             worker = %worker.addr(),
@@ -161,10 +190,13 @@ impl Host for RunState {
     async fn read_file(&mut self, path: String) -> wasmtime::Result<Result<String, wit::Error>> {
         let started = Instant::now();
         let limit = self.call_limit(None);
-        let (_, worker) = match self.target("read-file") {
+        let (task, worker) = match self.target("read-file") {
             Ok(w) => w,
             Err(e) => return Ok(self.answer(HostCall::ReadFile, started, Err(e))),
         };
+        if let Err(e) = self.allowed(task, GrantCall::ReadFile, |p| p.check_read(task, &path)) {
+            return Ok(self.answer(HostCall::ReadFile, started, Err(e)));
+        }
         let result = bounded(worker, "read-file", limit, worker.read_file(&path, limit)).await;
         Ok(self.answer(HostCall::ReadFile, started, result))
     }
@@ -176,10 +208,13 @@ impl Host for RunState {
     ) -> wasmtime::Result<Result<(), wit::Error>> {
         let started = Instant::now();
         let limit = self.call_limit(None);
-        let (_, worker) = match self.target("write-file") {
+        let (task, worker) = match self.target("write-file") {
             Ok(w) => w,
             Err(e) => return Ok(self.answer(HostCall::WriteFile, started, Err(e))),
         };
+        if let Err(e) = self.allowed(task, GrantCall::WriteFile, |p| p.check_write(task, &path)) {
+            return Ok(self.answer(HostCall::WriteFile, started, Err(e)));
+        }
         let fut = worker.write_file(&path, &content, limit);
         let result = bounded(worker, "write-file", limit, fut).await;
         Ok(self.answer(HostCall::WriteFile, started, result))
@@ -203,6 +238,10 @@ impl Host for RunState {
                 ip: String::new(),
             },
         })
+    }
+
+    async fn dry_run(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.policy.dry_run)
     }
 
     async fn previous_pid(&mut self) -> wasmtime::Result<Option<u32>> {

@@ -27,6 +27,7 @@ pub use cache::{CompileCache, CompileStats};
 pub use plugin::Plugin;
 
 use crate::error::RunError;
+use crate::grants::{Declared, RunPolicy};
 use crate::metrics::Metrics;
 use crate::task::RunOutcome;
 use crate::workers::Worker;
@@ -288,6 +289,16 @@ impl Runtime {
 
     /// A fresh store for one call sequence, ending at `deadline`.
     fn store(&self, ctx: CallContext, deadline: Instant) -> Store<RunState> {
+        self.store_with(ctx, deadline, Arc::new(RunPolicy::default()))
+    }
+
+    /// Like [`Runtime::store`], with the policy host calls are checked against.
+    fn store_with(
+        &self,
+        ctx: CallContext,
+        deadline: Instant,
+        policy: Arc<RunPolicy>,
+    ) -> Store<RunState> {
         let stderr = GuestStderr::default();
         let mut wasi = WasiCtx::builder();
         // Explicit even where it is the default: no network, no name lookup, no files.
@@ -309,6 +320,7 @@ impl Runtime {
             deadline,
             log_lines: 0,
             metrics: self.metrics.clone(),
+            policy,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -323,11 +335,9 @@ impl Runtime {
         store
     }
 
-    /// Runs `plugin` once against `worker` with `params` (a JSON object), within `budget`.
-    ///
-    /// Strategy: a fresh store whose epoch callback traps at the deadline (busy guests), the
-    /// whole call wrapped in a tokio timeout slightly past the deadline (guests stuck in a host
-    /// call), and the memory limiter's flag to tell an out-of-memory trap from others.
+    /// Runs `plugin` once against `worker` with `params` (a JSON object), within `budget`,
+    /// under the default [`RunPolicy`] (no grants beyond the plugin's own, which are not
+    /// applied here; protected paths; not a dry run). See [`Runtime::run_with`].
     pub async fn run(
         &self,
         plugin: &Plugin,
@@ -337,6 +347,27 @@ impl Runtime {
         budget: Duration,
         previous_pid: Option<u32>,
     ) -> Result<RunOutcome, RunError> {
+        let policy = Arc::new(RunPolicy::default());
+        (self.run_with(plugin, task, worker, params, budget, previous_pid, policy)).await
+    }
+
+    /// Runs `plugin` once against `worker` with `params` (a JSON object), within `budget`;
+    /// every host call is checked against `policy` before it reaches the worker.
+    ///
+    /// Strategy: a fresh store whose epoch callback traps at the deadline (busy guests), the
+    /// whole call wrapped in a tokio timeout slightly past the deadline (guests stuck in a host
+    /// call), and the memory limiter's flag to tell an out-of-memory trap from others.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        plugin: &Plugin,
+        task: &str,
+        worker: Worker,
+        params: &str,
+        budget: Duration,
+        previous_pid: Option<u32>,
+        policy: Arc<RunPolicy>,
+    ) -> Result<RunOutcome, RunError> {
         let _slot = self.slot().await;
         let deadline = Instant::now() + budget;
         let ctx = CallContext::Run {
@@ -344,13 +375,11 @@ impl Runtime {
             worker,
             previous_pid,
         };
-        let mut store = self.store(ctx, deadline);
+        let mut store = self.store_with(ctx, deadline, policy);
         let call = async {
             let instance = plugin.pre().instantiate_async(&mut store).await?;
-            instance
-                .quarry_task_task()
-                .call_run(&mut store, params)
-                .await
+            let guest = plugin.task().load(&mut store, &instance)?;
+            guest.call_run(&mut store, params).await
         };
         let result = tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await;
         let secs = budget.as_secs_f64();
@@ -365,14 +394,16 @@ impl Runtime {
     /// Calls `describe` and checks the answer. Used when a plugin loads.
     pub(crate) async fn describe(
         &self,
-        pre: &bindings::TaskPluginPre<RunState>,
+        pre: &wasmtime::component::InstancePre<RunState>,
+        task: &bindings::TaskIndices,
     ) -> Result<crate::task::TaskMeta, String> {
         let _slot = self.slot().await;
         let deadline = Instant::now() + METADATA_CALL_BUDGET;
         let mut store = self.store(CallContext::Metadata, deadline);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance.quarry_task_task().call_describe(&mut store).await
+            let guest = task.load(&mut store, &instance)?;
+            guest.call_describe(&mut store).await
         };
         match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
             Err(_) => Err("describe did not return within its deadline".into()),
@@ -396,16 +427,44 @@ impl Runtime {
         let mut store = self.store(CallContext::Metadata, deadline);
         let call = async {
             let instance = plugin.pre().instantiate_async(&mut store).await?;
-            instance
-                .quarry_task_task()
-                .call_validate_config(&mut store, params)
-                .await
+            let guest = plugin.task().load(&mut store, &instance)?;
+            guest.call_validate_config(&mut store, params).await
         };
         let secs = METADATA_CALL_BUDGET.as_secs_f64();
         match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
             Err(_) => Err(RunError::Deadline { secs }),
             Ok(Err(trap)) => Err(classify_trap(&store, trap, secs)),
             Ok(Ok(verdict)) => Ok(verdict),
+        }
+    }
+
+    /// Asks `plugin` which grants it needs for `params` (`capabilities.requires`).
+    /// A plugin without that export, or whose answer is the error `undeclared`, is
+    /// [`Declared::Undeclared`]. `Ok(Err(msg))` is the task's refusal of the params; `Err`
+    /// means the call itself failed (trap, deadline).
+    pub async fn requires(
+        &self,
+        plugin: &Plugin,
+        params: &str,
+    ) -> Result<Result<Declared, String>, RunError> {
+        let Some(capabilities) = plugin.capabilities() else {
+            return Ok(Ok(Declared::Undeclared));
+        };
+        let _slot = self.slot().await;
+        let deadline = Instant::now() + METADATA_CALL_BUDGET;
+        let mut store = self.store(CallContext::Metadata, deadline);
+        let call = async {
+            let instance = plugin.pre().instantiate_async(&mut store).await?;
+            let guest = capabilities.load(&mut store, &instance)?;
+            guest.call_requires(&mut store, params).await
+        };
+        let secs = METADATA_CALL_BUDGET.as_secs_f64();
+        match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
+            Err(_) => Err(RunError::Deadline { secs }),
+            Ok(Err(trap)) => Err(classify_trap(&store, trap, secs)),
+            Ok(Ok(Err(msg))) if msg == crate::grants::UNDECLARED => Ok(Ok(Declared::Undeclared)),
+            Ok(Ok(Err(msg))) => Ok(Err(msg)),
+            Ok(Ok(Ok(grants))) => Ok(Ok(Declared::Grants(convert::grants(grants)))),
         }
     }
 }
@@ -473,6 +532,8 @@ pub(crate) struct RunState {
     pub(crate) log_lines: u32,
     /// Where this run's host calls are counted, if anywhere.
     pub(crate) metrics: Option<Metrics>,
+    /// What every host call is checked against (grants, protected paths, dry run).
+    pub(crate) policy: Arc<RunPolicy>,
 }
 
 impl WasiView for RunState {

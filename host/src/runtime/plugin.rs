@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::{TaskPluginPre, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{CapabilitiesIndices, TaskIndices, WIT_PACKAGE, WIT_VERSION};
 use super::{RunState, Runtime};
 use crate::error::{LoadError, LoadErrorKind};
 use crate::task::TaskMeta;
@@ -17,7 +17,10 @@ pub struct Plugin {
     wit_version: String,
     path: PathBuf,
     sha256: String,
-    pre: TaskPluginPre<RunState>,
+    pre: InstancePre<RunState>,
+    task: TaskIndices,
+    /// The `capabilities` export, when the plugin declares its grants (0.1.1 and later).
+    capabilities: Option<CapabilitiesIndices>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -64,10 +67,11 @@ impl Plugin {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| err(LoadErrorKind::Link(format!("{e:#}"))))?;
-        let pre = TaskPluginPre::new(instance_pre)
+        let task = TaskIndices::new(&instance_pre)
             .map_err(|e| err(LoadErrorKind::Exports(format!("{e:#}"))))?;
+        let capabilities = CapabilitiesIndices::new(&instance_pre).ok();
         let meta = rt
-            .describe(&pre)
+            .describe(&instance_pre, &task)
             .await
             .map_err(|e| err(LoadErrorKind::Describe(e)))?;
         Ok(Arc::new(Plugin {
@@ -75,7 +79,9 @@ impl Plugin {
             wit_version,
             path: path.to_path_buf(),
             sha256,
-            pre,
+            pre: instance_pre,
+            task,
+            capabilities,
         }))
     }
 
@@ -99,8 +105,21 @@ impl Plugin {
         &self.sha256
     }
 
-    pub(super) fn pre(&self) -> &TaskPluginPre<RunState> {
+    /// Whether the plugin exports `capabilities` (declares its grants).
+    pub fn declares_grants(&self) -> bool {
+        self.capabilities.is_some()
+    }
+
+    pub(super) fn pre(&self) -> &InstancePre<RunState> {
         &self.pre
+    }
+
+    pub(super) fn task(&self) -> &TaskIndices {
+        &self.task
+    }
+
+    pub(super) fn capabilities(&self) -> Option<&CapabilitiesIndices> {
+        self.capabilities.as_ref()
     }
 }
 
@@ -114,7 +133,7 @@ fn check_version(rt: &Runtime, component: &Component) -> Result<String, String> 
     for (name, _) in ty.exports(engine) {
         seen.push(name.to_string());
         if let Some(rest) = name.strip_prefix(&prefix)
-            && let Some(("task", version)) = rest.split_once('@')
+            && let Some(("task" | "capabilities", version)) = rest.split_once('@')
         {
             versions.push(version.to_string());
         }
@@ -178,6 +197,10 @@ mod tests {
     #[test]
     fn version_compatibility() {
         assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.0", "0.1.1"));
+        assert!(compatible("0.1.1", "0.1.1"));
+        assert!(!compatible("0.1.2", "0.1.1"));
+        assert!(!compatible("0.2.0", "0.1.1"));
         assert!(!compatible("0.2.0", "0.1.0"));
         assert!(!compatible("0.1.1", "0.1.0"));
         assert!(compatible("0.1.0", "0.1.3"));
