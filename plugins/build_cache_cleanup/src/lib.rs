@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel, Output};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, json};
 
 use crate::params::{Config, Params, Tool};
@@ -79,6 +79,12 @@ impl Task for BuildCacheCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config))
+    }
+
+    /// The configured tools (`uv`, `pip`), as argument vectors; dry runs are honoured.
+    fn grants(config: &Config) -> Option<Grants> {
+        let grants = Grants::new().dry_run(true);
+        Some(config.tools.iter().fold(grants, |g, t| g.program(t.name())))
     }
 }
 

@@ -229,3 +229,16 @@ fn a_dry_run_only_asks_where_and_what_the_caches_are() {
         "{d:#}"
     );
 }
+
+#[test]
+fn grants_name_the_configured_tools_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let config = |tools: &[Tool]| Config {
+        tools: tools.to_vec(),
+    };
+    let g = crate::BuildCacheCleanup::grants(&config(&[Tool::Uv, Tool::Pip])).unwrap();
+    assert_eq!(g.programs(), ["uv", "pip"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    let g = crate::BuildCacheCleanup::grants(&config(&[Tool::Pip])).unwrap();
+    assert_eq!(g.programs(), ["pip"]);
+}

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::docker::{Decision, Keep, State};
@@ -104,6 +104,16 @@ impl Task for ContainerCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker` and `date`, as argument vectors; dry runs are honoured.
+    fn grants(_config: &Config) -> Option<Grants> {
+        Some(
+            Grants::new()
+                .program("docker")
+                .program("date")
+                .dry_run(true),
+        )
     }
 }
 

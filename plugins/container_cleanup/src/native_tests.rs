@@ -530,3 +530,12 @@ fn a_timed_out_rm_is_an_error_and_unreachable_stops_the_run() {
     assert_eq!(d["error_count"], 1, "no call after unreachable: {d:#}");
     assert_eq!(w.count(fake::prefix(RM)), 1);
 }
+
+#[test]
+fn grants_name_docker_and_date_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::ContainerCleanup::grants(&config(json!({}))).expect("declared");
+    assert_eq!(g.programs(), ["docker", "date"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    assert!(g.write_paths().is_empty() && g.read_paths().is_empty());
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel, Output};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value};
 
 use crate::params::{Config, Params};
@@ -89,6 +89,16 @@ impl Task for DockerHealth {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(check(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker`, `date`, the start command's program and `sleep` (the pause between polls);
+    /// dry runs are honoured.
+    fn grants(config: &Config) -> Option<Grants> {
+        let grants = Grants::new()
+            .program("docker")
+            .program("date")
+            .program("sleep");
+        Some(grants.program(&config.start_command[0]).dry_run(true))
     }
 }
 

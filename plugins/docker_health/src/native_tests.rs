@@ -339,3 +339,16 @@ fn a_dry_run_checks_and_names_the_start_command_without_running_it() {
     assert_eq!(detail(&o)["dry_run"], true);
     assert_eq!(w.argvs(), [&INFO[..], &DATE[..]]);
 }
+
+#[test]
+fn grants_name_the_start_program_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::DockerHealth::grants(&default_config()).unwrap();
+    assert_eq!(g.programs(), ["docker", "date", "sleep", "sudo"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    let custom = Config {
+        start_command: vec!["/usr/sbin/service".into(), "docker".into(), "start".into()],
+    };
+    let g = crate::DockerHealth::grants(&custom).unwrap();
+    assert_eq!(g.programs()[3], "/usr/sbin/service");
+}

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::find::{Mode, head};
@@ -106,6 +106,18 @@ impl Task for FileCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config, SCRIPT_BUDGET))
+    }
+
+    /// One program, `bash` (the script runs `find`, `docker`, `timeout`, `mktemp`, …); the
+    /// target directories are what it acts on; dry runs are honoured.
+    fn grants(config: &Config) -> Option<Grants> {
+        let grants = Grants::new().program("bash").dry_run(true);
+        Some(
+            config
+                .targets
+                .iter()
+                .fold(grants, |g, t| g.write_path(&t.path)),
+        )
     }
 }
 

@@ -1063,3 +1063,14 @@ fn the_script_refuses_malformed_arguments() {
     }
     assert_eq!(run(&ok), "Dabsent\0Z\0");
 }
+
+#[test]
+fn grants_name_bash_and_the_targets_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let c = config(json!({"target_dirs": ["/data/logs", {"path": "/srv/x/"}]}));
+    let g = crate::FileCleanup::grants(&c).expect("declared");
+    assert_eq!(g.programs(), ["bash"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    assert_eq!(g.write_paths(), ["/data/logs", "/srv/x"]);
+    assert!(g.read_paths().is_empty());
+}

@@ -38,7 +38,7 @@ use std::time::Duration;
 use quarry_sdk::host::{Command, Error, LogLevel};
 use quarry_sdk::shell::quote;
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::params::{Config, Params};
@@ -88,6 +88,14 @@ impl Task for ImageCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(tick(&mut HostWorker::new(), &config))
+    }
+
+    /// Shell scripts (the prune, docuum's launch) and `docker` (a dry run's listings); the
+    /// configured log file and state directory are what docuum writes; dry runs are honoured.
+    fn grants(config: &Config) -> Option<Grants> {
+        let grants = Grants::new().shell(true).program("docker").dry_run(true);
+        let written = config.log_file.iter().chain(&config.state_dir);
+        Some(written.fold(grants, |g, path| g.write_path(path)))
     }
 }
 

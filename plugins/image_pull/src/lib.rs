@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use quarry_sdk::host::{Error, LogLevel, Output};
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::params::{Config, ImageEntry, Login, Params, Secret};
@@ -100,6 +100,10 @@ exec 3<"$f" || exit 125
 rm -rf -- "$d"
 base64 -d <&3 | "$@""#;
 
+/// Where `mktemp -d -t` makes the private directory of a literal password (its default, with
+/// no `TMPDIR` on the worker agent): the one path this task writes to.
+pub const PRIVATE_DIR_PARENT: &str = "/tmp";
+
 /// Name of the file holding a literal password inside its private directory.
 pub const PASSWORD_FILE_NAME: &str = "password.b64";
 
@@ -140,6 +144,14 @@ impl Task for ImagePull {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(pull_all(&mut HostWorker::new(), &config))
+    }
+
+    /// `docker`, and for logins `/bin/sh` (the constant login scripts), `mktemp` and `rm`; a
+    /// literal password is written under `/tmp` (`mktemp -d -t`); dry runs are honoured.
+    fn grants(_config: &Config) -> Option<Grants> {
+        let programs = ["docker", "/bin/sh", "mktemp", "rm"];
+        let grants = programs.into_iter().fold(Grants::new(), Grants::program);
+        Some(grants.write_path(PRIVATE_DIR_PARENT).dry_run(true))
     }
 }
 

@@ -692,3 +692,12 @@ fn a_dry_run_inspects_and_reports_what_it_would_pull_and_log_in_to() {
         "not attempted (docker not found on the worker)"
     );
 }
+
+#[test]
+fn grants_name_docker_and_the_login_tools_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::ImagePull::grants(&config(images(1))).unwrap();
+    assert_eq!(g.programs(), ["docker", "/bin/sh", "mktemp", "rm"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    assert_eq!(g.write_paths(), ["/tmp"]);
+}
