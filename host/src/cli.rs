@@ -112,6 +112,10 @@ pub enum Command {
         /// Memory limit of the task, in MiB.
         #[arg(long, default_value_t = config::DEFAULT_MEMORY_LIMIT_MIB)]
         memory_mib: u64,
+        /// Change nothing: the task reports what it would do. Refused (nothing runs) for a
+        /// task whose plugin does not declare dry-run support; every write-file is refused.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the plugins in a directory (name, version, idempotency, WIT version) and the
     /// files that failed to load.
@@ -269,6 +273,7 @@ pub async fn execute(
             report_dir,
             timeout,
             memory_mib,
+            dry_run,
         } => {
             let args = RunArgs {
                 task,
@@ -279,6 +284,7 @@ pub async fn execute(
                 report_dir,
                 timeout,
                 memory_mib,
+                dry_run,
             };
             run_once(args, out, err).await
         }
@@ -550,6 +556,7 @@ struct RunArgs {
     report_dir: Option<PathBuf>,
     timeout: u64,
     memory_mib: u64,
+    dry_run: bool,
 }
 
 impl RunArgs {
@@ -567,6 +574,9 @@ impl RunArgs {
                     params: Some(params),
                     on_failure: None,
                     retries: None,
+                    grants: None,
+                    dry_run: Some(self.dry_run),
+                    allow_grant_growth: None,
                 }],
             }),
             quarry: config::RawQuarry {
@@ -649,7 +659,10 @@ async fn run_once(
         report_dir: None,
         ..cfg.run
     };
-    let task = TaskRun::new(plugin.clone(), params);
+    if let Err(why) = server::check_targets(&rt, plugin, t).await {
+        return usage(err, why);
+    }
+    let task = TaskRun::new(plugin.clone(), params).with_policy(t.policy.clone());
     let (report, runs) = run_tick(&rt, &task, &workers, &settings).await;
     for run in &runs {
         let r = &run.result;

@@ -102,6 +102,29 @@ pub struct RawTask {
     pub on_failure: Option<OnFailureKind>,
     /// Quarry: extra attempts per worker with `on_failure: retry` (default 2).
     pub retries: Option<u32>,
+    /// Quarry: narrows the grants of this task (over `quarry.grants`).
+    pub grants: Option<RawGrants>,
+    /// Quarry: run this task as a dry run (it changes nothing, reports what it would do).
+    pub dry_run: Option<bool>,
+    /// Quarry: a new plugin version may ask for more grants than the running one.
+    pub allow_grant_growth: Option<bool>,
+}
+
+/// `quarry.grants` or a task's `grants:`: each field given narrows what plugins may do.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of grants (programs, shell, read_paths, write_paths)"
+)]
+pub struct RawGrants {
+    /// Programs allowed as `argv[0]` (`*`: any).
+    pub programs: Option<Vec<String>>,
+    /// Whether shell scripts are allowed.
+    pub shell: Option<bool>,
+    /// Absolute path prefixes that may be read.
+    pub read_paths: Option<Vec<String>>,
+    /// Absolute path prefixes that may be written.
+    pub write_paths: Option<Vec<String>>,
 }
 
 /// `on_failure` as written.
@@ -197,6 +220,13 @@ pub struct RawQuarry {
     pub retention: Option<RawRetention>,
     /// The admin API.
     pub api: Option<RawApi>,
+    /// Narrows the grants of every task (a task's own `grants:` wins field by field).
+    pub grants: Option<RawGrants>,
+    /// Paths no write-file and no task target may touch (default: `exact:/`, `/etc`, `/usr`,
+    /// `/bin`, `/boot`, `/proc`, `/sys`, `exact:/root`, `exact:/home`, `exact:/home/*`).
+    pub protected_paths: Option<Vec<String>>,
+    /// A new plugin version may ask for more grants than the running one (default false).
+    pub allow_grant_growth: Option<bool>,
 }
 
 /// Quarry's `quarry.retention` section.
@@ -296,6 +326,8 @@ pub struct TaskConfig {
     pub params: String,
     /// What a failed run leads to.
     pub on_failure: OnFailure,
+    /// Grants narrowing, dry run, protected paths and growth rule.
+    pub policy: crate::grants::TaskPolicy,
 }
 
 /// A config problem: where (`scheduler.tasks[1].interval_seconds`) and why.
@@ -454,7 +486,8 @@ impl Config {
         };
         let q = raw.quarry;
         let mut problems = Problems::default();
-        let tasks = tasks(sched.tasks, &mut problems);
+        let policy = task_policy_defaults(&q, &mut problems);
+        let tasks = tasks(sched.tasks, &policy, &mut problems);
         let discovery = discovery(&q, sched.worker_cache_ttl, base, &mut problems);
         let run = run_settings(&q, base, &env, &mut problems);
         let runtime = runtime_limits(&q, &mut problems);
@@ -539,8 +572,57 @@ impl Config {
     }
 }
 
+/// The policy every task starts from: `quarry.grants`, `quarry.protected_paths` and
+/// `quarry.allow_grant_growth`.
+fn task_policy_defaults(q: &RawQuarry, problems: &mut Problems) -> crate::grants::TaskPolicy {
+    let mut policy = crate::grants::TaskPolicy::default();
+    if let Some(g) = &q.grants {
+        policy.narrowing = narrowing(g, "quarry.grants", problems);
+    }
+    if let Some(list) = &q.protected_paths {
+        match crate::grants::ProtectedPaths::parse(list.iter().map(String::as_str)) {
+            Ok(p) => policy.protected = p,
+            Err(e) => problems.add("quarry.protected_paths", e),
+        }
+    }
+    policy.allow_growth = q.allow_grant_growth.unwrap_or(false);
+    policy
+}
+
+/// A `grants:` mapping, checked: paths absolute without `..` above `/`, programs not empty.
+fn narrowing(g: &RawGrants, at: &str, problems: &mut Problems) -> crate::grants::Narrowing {
+    for (field, paths) in [
+        ("read_paths", &g.read_paths),
+        ("write_paths", &g.write_paths),
+    ] {
+        for p in paths.iter().flatten() {
+            if crate::grants::normalize(p).is_none() {
+                problems.add(
+                    format!("{at}.{field}"),
+                    format!("{p:?} is not an absolute path (or its `..` climbs above `/`)"),
+                );
+            }
+        }
+    }
+    for p in g.programs.iter().flatten() {
+        if p.trim().is_empty() {
+            problems.add(format!("{at}.programs"), "contains an empty program name");
+        }
+    }
+    crate::grants::Narrowing {
+        programs: g.programs.clone(),
+        shell: g.shell,
+        read_paths: g.read_paths.clone(),
+        write_paths: g.write_paths.clone(),
+    }
+}
+
 /// `scheduler.tasks`: enabled entries, each task once.
-fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
+fn tasks(
+    raw: Vec<RawTask>,
+    defaults: &crate::grants::TaskPolicy,
+    problems: &mut Problems,
+) -> Vec<TaskConfig> {
     let mut tasks = Vec::new();
     let mut seen: BTreeMap<TaskName, usize> = BTreeMap::new();
     for (index, t) in raw.into_iter().enumerate() {
@@ -591,6 +673,12 @@ fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
         };
         let params = serde_json::Value::Object(t.params.unwrap_or_default()).to_string();
         let on_failure = on_failure(t.on_failure, t.retries, &at, problems);
+        let mut policy = defaults.clone();
+        if let Some(g) = &t.grants {
+            policy.narrowing = narrowing(g, &at("grants"), problems).or(&defaults.narrowing);
+        }
+        policy.dry_run = t.dry_run.unwrap_or(false);
+        policy.allow_growth = t.allow_grant_growth.unwrap_or(defaults.allow_growth);
         tasks.push(TaskConfig {
             index,
             task_class: t.task_class,
@@ -598,6 +686,7 @@ fn tasks(raw: Vec<RawTask>, problems: &mut Problems) -> Vec<TaskConfig> {
             interval,
             params,
             on_failure,
+            policy,
         });
     }
     tasks

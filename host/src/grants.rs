@@ -361,8 +361,56 @@ pub fn growth(old: &Declared, new: &Declared) -> Vec<String> {
     grew
 }
 
+/// What the config says about one task's grants: the operator's narrowing, whether it runs
+/// dry, the protected paths, and whether a new plugin version may ask for more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskPolicy {
+    /// The task's `grants:` over `quarry.grants`.
+    pub narrowing: Narrowing,
+    /// `dry_run: true` for the task, or `quarry run --dry-run`.
+    pub dry_run: bool,
+    /// `quarry.protected_paths`.
+    pub protected: ProtectedPaths,
+    /// `allow_grant_growth` for the task, or `quarry.allow_grant_growth`.
+    pub allow_growth: bool,
+}
+
+
+impl TaskPolicy {
+    /// The policy of one run of a plugin that declared `declared`; `Err` when the run must
+    /// not happen (a dry run of a task that does not support it).
+    pub fn for_run(&self, plugin: &str, declared: &Declared) -> Result<RunPolicy, String> {
+        if self.dry_run && !declared.dry_run() {
+            return Err(format!("plugin {plugin} does not support dry-run"));
+        }
+        Ok(RunPolicy {
+            grants: self.narrowing.apply(declared),
+            dry_run: self.dry_run,
+            protected: self.protected.clone(),
+        })
+    }
+
+    /// The first of `declared`'s write paths that touches a protected path, as a message
+    /// naming both.
+    pub fn protected_target(&self, task: &str, declared: &Declared) -> Option<String> {
+        let g = declared.grants()?;
+        g.write_paths.iter().find_map(|w| {
+            let Some(n) = normalize(w) else {
+                return Some(format!(
+                    "{task} declares the write path {w:?}, which is not an absolute path"
+                ));
+            };
+            // Equal to, inside (recursive entries) or an ancestor of a protected path.
+            let p = self.protected.touched_by(&n)?;
+            Some(format!(
+                "{task} would act on {w:?}, which touches the protected path {p:?} (quarry.protected_paths)"
+            ))
+        })
+    }
+}
+
 /// What every host call of one run is checked against.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunPolicy {
     /// The effective grants; `None` is unrestricted.
     pub grants: Option<Grants>,
@@ -372,15 +420,6 @@ pub struct RunPolicy {
     pub protected: ProtectedPaths,
 }
 
-impl Default for RunPolicy {
-    fn default() -> Self {
-        RunPolicy {
-            grants: None,
-            dry_run: false,
-            protected: ProtectedPaths::default(),
-        }
-    }
-}
 
 /// Which host call a refusal was for, as the metric's `call` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

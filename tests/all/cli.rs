@@ -152,7 +152,7 @@ async fn plugin_new_builds_as_is_and_check_explains_refusals() {
         let (code, out, err) = quarry(&["plugin", "check", &format!("{dir_s}/{name}.wasm")]).await;
         assert_eq!(code, ExitCode::SUCCESS, "{lang}: {err}");
         assert!(
-            out.contains(&format!("name:        {name}")) && out.contains("quarry:task@0.1.0"),
+            out.contains(&format!("name:        {name}")) && out.contains("quarry:task@0.1.1"),
             "{out}"
         );
     }

@@ -102,6 +102,7 @@ async fn setup_on(
         plugin: "probe".parse().unwrap(),
         params: params.to_string(),
         interval: Duration::from_millis(interval_ms),
+        policy: Default::default(),
     };
     let workers = Arc::new(workers::connect(&[addr], Limits::default()));
     let mut env = TickEnv::fixed(workers, settings(tmp.str(), None, 3));

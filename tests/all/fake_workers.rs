@@ -295,6 +295,7 @@ async fn an_unreachable_worker_asks_discovery_for_a_refresh() {
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "ok"}).to_string(),
         interval: Duration::from_secs(3600),
+        policy: Default::default(),
     };
     let (_keep, plugins) = tokio::sync::watch::channel(Arc::new(set));
     let sched = Scheduler::start_with(rt, vec![task], plugins, env);

@@ -18,6 +18,7 @@ mod docker_tasks;
 mod dry_run;
 mod e2e;
 mod fake_workers;
+mod grants;
 mod harness;
 mod hostile;
 mod image_cleanup;

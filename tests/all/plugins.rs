@@ -35,14 +35,15 @@ async fn corrupt_and_foreign_files_are_refused_and_the_rest_load() {
 async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
     let dir = plugins_dir(&["file_cleanup"]);
     let mut bytes = std::fs::read(component("probe")).unwrap();
-    // Same-length rewrite of every "quarry:task/…@0.1.0" name to 0.2.0.
-    let (from, to) = (b"@0.1.0".as_slice(), b"@0.2.0".as_slice());
+    // Same-length rewrite of every "quarry:task/…@0.1.1" name to 0.2.0.
+    let (from, to) = (b"@0.1.1".as_slice(), b"@0.2.0".as_slice());
     let mut replaced = 0;
     for i in 0..bytes.len().saturating_sub(from.len()) {
         let ours = [
             b"quarry:task".as_slice(),
             b"quarry:task/host",
             b"quarry:task/task",
+            b"quarry:task/capabilities",
         ];
         if &bytes[i..i + from.len()] == from && ours.iter().any(|p| bytes[..i].ends_with(p)) {
             bytes[i..i + to.len()].copy_from_slice(to);
@@ -60,7 +61,7 @@ async fn a_plugin_for_another_wit_version_is_refused_naming_both_versions() {
     let e = set.errors()[0].to_string();
     assert!(e.contains("future.wasm"), "{e}");
     assert!(
-        e.contains("quarry:task@0.2.0") && e.contains("quarry:task@0.1.0"),
+        e.contains("quarry:task@0.2.0") && e.contains("quarry:task@0.1.1"),
         "{e}"
     );
 }

@@ -72,6 +72,7 @@ async fn plugins_dropped_replaced_and_removed_in_a_running_host() {
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "ok"}).to_string(),
         interval: Duration::from_millis(300),
+        policy: Default::default(),
     };
     let ws = Arc::new(workers::connect(&[WorkerAddr::Local], Limits::default()));
     let sched = Scheduler::start(

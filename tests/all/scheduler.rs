@@ -19,6 +19,7 @@ async fn an_endless_guest_times_out_and_the_scheduler_keeps_ticking() {
         plugin: "probe".parse().unwrap(),
         params: json!({"mode": "loop"}).to_string(),
         interval: Duration::from_secs(1),
+        policy: Default::default(),
     };
     let workers = Arc::new(workers::connect(&[WorkerAddr::Local], Limits::default()));
     let reports_dir = tmp.path().join("reports");
@@ -68,11 +69,13 @@ async fn tasks_tick_independently_and_shutdown_waits_for_runs_in_flight() {
             plugin: "probe".parse().unwrap(),
             params: json!({"mode": "sleep", "secs": 2}).to_string(),
             interval: Duration::from_secs(60),
+            policy: Default::default(),
         },
         ScheduledTask {
             plugin: "file_cleanup".parse().unwrap(),
             params: "{}".into(),
             interval: Duration::from_secs(1),
+            policy: Default::default(),
         },
     ];
     let workers = Arc::new(workers::connect(&[WorkerAddr::Local], Limits::default()));

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::ErrorType;
+use crate::grants::TaskPolicy;
 use crate::report::{StatusFile, WorkerOutcome, WorkerResult, truncate_error};
 use crate::runtime::{Plugin, Runtime};
 use crate::workers::{Worker, WorkerError};
@@ -52,17 +54,27 @@ pub struct TaskRun {
     /// What Quarry recorded on each worker in earlier runs of this task; shared by the ticks
     /// of one scheduled task so the gate does not re-read status files it wrote itself.
     pub tracked: Arc<Tracked>,
+    /// The config's grants narrowing, dry run and protected paths for this task.
+    pub policy: Arc<TaskPolicy>,
 }
 
 impl TaskRun {
     /// A run of `plugin` with `params` that knows nothing of earlier runs (it reads the
-    /// status files on the workers when it needs to).
+    /// status files on the workers when it needs to), under the default policy (the plugin's
+    /// own grants, the default protected paths, not a dry run).
     pub fn new(plugin: Arc<Plugin>, params: String) -> TaskRun {
         TaskRun {
             plugin,
             params,
             tracked: Arc::default(),
+            policy: Arc::default(),
         }
+    }
+
+    /// The same run under `policy`.
+    pub fn with_policy(mut self, policy: TaskPolicy) -> TaskRun {
+        self.policy = Arc::new(policy);
+        self
     }
 
     fn name(&self) -> &str {
@@ -96,6 +108,20 @@ pub async fn run_on_worker(
     let started = Instant::now();
     let name = task.name();
     let at = RunPlace::new(name, worker, settings);
+    // The grants of this plugin version for these params (asked once, then remembered by the
+    // plugin), narrowed by the config; a dry run only for a task that supports it.
+    let policy = match rt.requires(&task.plugin, &task.params).await {
+        Ok(Ok(declared)) => task.policy.for_run(name, &declared),
+        Ok(Err(msg)) => Err(format!("plugin {name} refused its params: {msg}")),
+        Err(e) => Err(format!(
+            "plugin {name} failed while declaring its grants: {e}"
+        )),
+    };
+    let policy = match policy {
+        Ok(p) => Arc::new(p),
+        Err(why) => return at.refused(why),
+    };
+    let dry_run = policy.dry_run;
     // The gate: a `running` process of an earlier run (a background job or a daemon) means
     // this run is skipped, so two copies never overlap; any other live one is handed to the
     // task (`previous-pid`) to manage.
@@ -111,7 +137,12 @@ pub async fn run_on_worker(
         return at.skipped(prev.pid, task.plugin.meta().idempotent);
     }
     let pending = StatusFile::pending(name, &at.ip).handing(settle::before_run(previous));
-    if let Err(e) = at.write_status(worker, &pending).await {
+    // A dry run changes nothing on the worker, Quarry's own status file included.
+    let written = match dry_run {
+        true => Ok(()),
+        false => at.write_status(worker, &pending).await,
+    };
+    if let Err(e) = written {
         task.tracked.forget(worker);
         return at.failed(
             WorkerOutcome::of_call_error(&e),
@@ -124,12 +155,16 @@ pub async fn run_on_worker(
         .saturating_sub(at.write_timeout);
     let previous_pid = previous.map(|p| p.pid);
     let (plugin, params) = (&task.plugin, &task.params);
-    let result = (rt.run(plugin, name, worker.clone(), params, budget, previous_pid)).await;
+    let w = worker.clone();
+    let result = (rt.run_with(plugin, name, w, params, budget, previous_pid, policy)).await;
     let new_start_time = match settle::new_process(&result, previous) {
         Some(pid) => gate::start_time(worker, pid, at.write_timeout).await,
         None => None,
     };
     let settled = settle::settle(pending, result, previous, new_start_time);
+    if dry_run {
+        return settled.run;
+    }
     at.finish(worker, &task.tracked, settled).await
 }
 
@@ -166,6 +201,21 @@ impl<'a> RunPlace<'a> {
                 outcome,
                 error_type: Some(e.kind()),
                 error: Some(truncate_error(&format!("{doing}: {e}"))),
+            },
+            detail: None,
+            pid: None,
+        }
+    }
+
+    /// The run may not happen under the config's policy (a dry run of a task that does not
+    /// support one, grants that could not be asked): nothing ran on the worker.
+    fn refused(&self, why: String) -> WorkerRun {
+        WorkerRun {
+            result: WorkerResult {
+                worker_ip: self.ip.clone(),
+                outcome: WorkerOutcome::Failed,
+                error_type: Some(ErrorType::Rejected),
+                error: Some(truncate_error(&why)),
             },
             detail: None,
             pid: None,

@@ -165,7 +165,7 @@ impl Host for RunState {
         let started = Instant::now();
         let asked = cmd.timeout_ms.map(|ms| Duration::from_millis(ms.into()));
         let limit = self.call_limit(asked);
-        let (task, worker) = match self.target("execute") {
+        let (task, _) = match self.target("execute") {
             Ok(w) => w,
             Err(e) => return Ok(self.answer(HostCall::Execute, started, Err(e))),
         };

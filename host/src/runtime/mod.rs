@@ -450,6 +450,9 @@ impl Runtime {
         let Some(capabilities) = plugin.capabilities() else {
             return Ok(Ok(Declared::Undeclared));
         };
+        if let Some(known) = plugin.declared(params) {
+            return Ok(Ok(known));
+        }
         let _slot = self.slot().await;
         let deadline = Instant::now() + METADATA_CALL_BUDGET;
         let mut store = self.store(CallContext::Metadata, deadline);
@@ -462,9 +465,16 @@ impl Runtime {
         match tokio::time::timeout_at((deadline + DEADLINE_GRACE).into(), call).await {
             Err(_) => Err(RunError::Deadline { secs }),
             Ok(Err(trap)) => Err(classify_trap(&store, trap, secs)),
-            Ok(Ok(Err(msg))) if msg == crate::grants::UNDECLARED => Ok(Ok(Declared::Undeclared)),
+            Ok(Ok(Err(msg))) if msg == crate::grants::UNDECLARED => {
+                plugin.remember(params, &Declared::Undeclared);
+                Ok(Ok(Declared::Undeclared))
+            }
             Ok(Ok(Err(msg))) => Ok(Err(msg)),
-            Ok(Ok(Ok(grants))) => Ok(Ok(Declared::Grants(convert::grants(grants)))),
+            Ok(Ok(Ok(grants))) => {
+                let declared = Declared::Grants(convert::grants(grants));
+                plugin.remember(params, &declared);
+                Ok(Ok(declared))
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Plugin {
     task: TaskIndices,
     /// The `capabilities` export, when the plugin declares its grants (0.1.1 and later).
     capabilities: Option<CapabilitiesIndices>,
+    /// What `requires` answered, by params: asked once per (version, params).
+    declared: std::sync::Mutex<std::collections::HashMap<String, crate::grants::Declared>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -82,6 +84,7 @@ impl Plugin {
             pre: instance_pre,
             task,
             capabilities,
+            declared: Default::default(),
         }))
     }
 
@@ -108,6 +111,19 @@ impl Plugin {
     /// Whether the plugin exports `capabilities` (declares its grants).
     pub fn declares_grants(&self) -> bool {
         self.capabilities.is_some()
+    }
+
+    /// What `requires` answered for `params`, if it was asked.
+    pub(super) fn declared(&self, params: &str) -> Option<crate::grants::Declared> {
+        let cache = self.declared.lock().ok()?;
+        cache.get(params).cloned()
+    }
+
+    /// Remembers what `requires` answered for `params`.
+    pub(super) fn remember(&self, params: &str, declared: &crate::grants::Declared) {
+        if let Ok(mut cache) = self.declared.lock() {
+            cache.insert(params.to_string(), declared.clone());
+        }
     }
 
     pub(super) fn pre(&self) -> &InstancePre<RunState> {

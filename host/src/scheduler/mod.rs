@@ -134,6 +134,8 @@ pub struct ScheduledTask {
     pub params: String,
     /// How often.
     pub interval: Duration,
+    /// Grants narrowing, dry run and protected paths from the config.
+    pub policy: std::sync::Arc<crate::grants::TaskPolicy>,
 }
 
 /// What every tick reads when it starts: the workers and the run settings. Replaced whole on

@@ -228,6 +228,7 @@ pub(super) async fn task_loop(mut ctx: LoopCtx) {
                     plugin,
                     params: ctx.task.params.clone(),
                     tracked: tracked.clone(),
+                    policy: ctx.task.policy.clone(),
                 };
                 run_one_tick(&mut ctx, &run, planned, &mut status).await;
             }

@@ -20,7 +20,7 @@ use crate::config::{Config, FieldError};
 use crate::metrics::Metrics;
 use crate::plugins::PluginSet;
 use crate::plugins::watch::PluginWatcher;
-use crate::runtime::Runtime;
+use crate::runtime::{Plugin, Runtime};
 use crate::scheduler::{ApplySummary, ScheduledTask, Scheduler, TickEnv};
 use crate::scheduler::{Paused, TickSink};
 use crate::state::{Retention, StateDb};
@@ -64,11 +64,18 @@ pub async fn resolve_tasks(
             continue;
         };
         match rt.validate_config(plugin, &t.params).await {
-            Ok(Ok(())) => tasks.push(ScheduledTask {
-                plugin: plugin.meta().name.clone(),
-                params: t.params.clone(),
-                interval: t.interval.unwrap_or(plugin.meta().default_interval),
-            }),
+            Ok(Ok(())) => match check_targets(rt, plugin, t).await {
+                Ok(()) => tasks.push(ScheduledTask {
+                    plugin: plugin.meta().name.clone(),
+                    params: t.params.clone(),
+                    interval: t.interval.unwrap_or(plugin.meta().default_interval),
+                    policy: Arc::new(t.policy.clone()),
+                }),
+                Err(reason) => problems.push(FieldError {
+                    field: at("params"),
+                    reason,
+                }),
+            },
             Ok(Err(msg)) => problems.push(FieldError {
                 field: at("params"),
                 reason: msg,
@@ -83,6 +90,25 @@ pub async fn resolve_tasks(
         Ok(tasks)
     } else {
         Err(problems)
+    }
+}
+
+/// Refuses a task whose plugin declares, for its params, a target (write path) that touches a
+/// protected path. Asks the plugin's `requires` (remembered by the plugin version).
+pub async fn check_targets(rt: &Runtime, plugin: &Plugin, t: &TaskConfig) -> Result<(), String> {
+    let name = plugin.meta().name.as_str();
+    let declared = match rt.requires(plugin, &t.params).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(msg)) => return Err(msg),
+        Err(e) => {
+            return Err(format!(
+                "plugin {name} failed while declaring its grants: {e}"
+            ));
+        }
+    };
+    match t.policy.protected_target(name, &declared) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }
 

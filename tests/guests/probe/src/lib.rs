@@ -20,6 +20,10 @@
 //! | `running` | `pid`                         | `Outcome::running(pid, {})` |
 //! | `daemon`  | `secs` (default 300)          | starts `sleep secs` detached; `Outcome::running(its pid)` |
 //! | `invalid` |                               | fails validation: "probe: invalid on purpose" |
+//! | `dryrun`  |                               | success, detail `{dry_run: <host dry-run()>}` |
+//!
+//! Any mode with a `grants` field (`{programs, shell, read_paths, write_paths, dry_run}`, all
+//! optional) declares those grants; without it the probe is undeclared.
 //!
 //! Host-call errors are not run failures here: `sleep`, `exec`, `shell`, `read` and `write`
 //! succeed with detail `{error_kind, error}` (kinds `not-found`, `timeout`, `unreachable`,
@@ -38,7 +42,7 @@ use serde_json::{Value, json};
 /// Every mode `check` accepts.
 const MODES: &[&str] = &[
     "ok", "fail", "error", "trap", "loop", "alloc", "sleep", "exec", "shell", "read", "write",
-    "running", "invalid", "v1only", "daemon", "managed",
+    "running", "invalid", "v1only", "daemon", "managed", "dryrun",
 ];
 
 /// `alloc` allocates this many MiB unless `mib` says otherwise: more than a guest should be
@@ -69,6 +73,24 @@ pub struct Params {
     pub content: Option<String>,
     /// `running`: the pid to report.
     pub pid: Option<u32>,
+    /// The grants to declare; none: undeclared.
+    pub grants: Option<GrantsParam>,
+}
+
+/// The `grants` param: what [`Task::grants`] answers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GrantsParam {
+    /// Allowed programs.
+    pub programs: Vec<String>,
+    /// Shell allowed.
+    pub shell: bool,
+    /// Readable prefixes.
+    pub read_paths: Vec<String>,
+    /// Writable prefixes.
+    pub write_paths: Vec<String>,
+    /// Dry runs supported.
+    pub dry_run: bool,
 }
 
 /// The task.
@@ -94,6 +116,21 @@ impl Task for Probe {
         )
     }
 
+    fn grants(config: &Params) -> Option<quarry_sdk::Grants> {
+        let g = config.grants.as_ref()?;
+        let mut out = quarry_sdk::Grants::new().shell(g.shell).dry_run(g.dry_run);
+        for p in &g.programs {
+            out = out.program(p);
+        }
+        for p in &g.read_paths {
+            out = out.read_path(p);
+        }
+        for p in &g.write_paths {
+            out = out.write_path(p);
+        }
+        Some(out)
+    }
+
     fn check(params: Params) -> Result<Params, String> {
         match params.mode.as_str() {
             "invalid" => Err("probe: invalid on purpose".into()),
@@ -116,6 +153,7 @@ impl Task for Probe {
                     "version": env!("CARGO_PKG_VERSION"),
                 })))
             }
+            "dryrun" => Ok(Outcome::success(json!({ "dry_run": host::dry_run() }))),
             "fail" => Ok(Outcome::failed("probe failed on purpose")),
             "error" => Err("probe error on purpose".into()),
             "trap" => panic!("probe trap on purpose"),
