@@ -429,12 +429,13 @@ async fn a_task_with_dry_run_in_the_config_changes_nothing_tick_after_tick() {
     let log = tmp.path().join("serve.log");
     let mut serve = quarry_serve(&file, &log);
     let _reap = KillOnDrop(u64::from(serve.id()));
-    // Two ticks: the status file says success, then success again with another start.
-    let status_file = tmp.path().join("status/file_cleanup_status.json");
+    // Two ticks: the run report (host side: a dry run writes no status file on the worker)
+    // says success, then success again with another timestamp.
+    let report = tmp.path().join("reports/file_cleanup_run_report.json");
     let success = || {
-        std::fs::read_to_string(&status_file)
+        std::fs::read_to_string(&report)
             .ok()
-            .filter(|s| s.contains("\"success\""))
+            .filter(|s| s.contains("\"outcome\": \"success\""))
     };
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -452,6 +453,10 @@ async fn a_task_with_dry_run_in_the_config_changes_nothing_tick_after_tick() {
     let code = stop_child(&mut serve, "quarry serve");
     assert!(code.success(), "serve exited with {code}: {}", logs());
     assert_eq!(snapshot(&t), before, "dry runs change nothing: {}", logs());
+    assert!(
+        !tmp.path().join("status").exists(),
+        "a dry run writes no status file"
+    );
 
     let db = StateDb::open(tmp.path().join("reports/quarry-state.db")).unwrap();
     let state = db.handle();
