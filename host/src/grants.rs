@@ -375,7 +375,6 @@ pub struct TaskPolicy {
     pub allow_growth: bool,
 }
 
-
 impl TaskPolicy {
     /// The policy of one run of a plugin that declared `declared`; `Err` when the run must
     /// not happen (a dry run of a task that does not support it).
@@ -419,7 +418,6 @@ pub struct RunPolicy {
     /// Paths no write-file may touch.
     pub protected: ProtectedPaths,
 }
-
 
 /// Which host call a refusal was for, as the metric's `call` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -100,6 +100,9 @@ impl RunState {
     /// Emits one guest log line (cut to [`LOG_MESSAGE_MAX_BYTES`]) under the task's name,
     /// unless the run already logged [`LOG_LINES_PER_RUN`] lines.
     fn log_line(&mut self, level: wit::LogLevel, message: String) {
+        if self.quiet {
+            return;
+        }
         self.log_lines += 1;
         let (task, worker) = match &self.ctx {
             CallContext::Run { task, worker, .. } => (task.as_str(), worker.addr().to_string()),

@@ -319,6 +319,7 @@ impl Runtime {
             call_timeout: self.limits.call_timeout,
             deadline,
             log_lines: 0,
+            quiet: false,
             metrics: self.metrics.clone(),
             policy,
         };
@@ -456,6 +457,9 @@ impl Runtime {
         let _slot = self.slot().await;
         let deadline = Instant::now() + METADATA_CALL_BUDGET;
         let mut store = self.store(CallContext::Metadata, deadline);
+        // `requires` repeats the params check whose log lines `validate-config` already
+        // emitted (warnings about the params): they are not logged twice.
+        store.data_mut().quiet = true;
         let call = async {
             let instance = plugin.pre().instantiate_async(&mut store).await?;
             let guest = capabilities.load(&mut store, &instance)?;
@@ -540,6 +544,8 @@ pub(crate) struct RunState {
     pub(crate) call_timeout: Duration,
     pub(crate) deadline: Instant,
     pub(crate) log_lines: u32,
+    /// Guest log lines are dropped (during `requires`).
+    pub(crate) quiet: bool,
     /// Where this run's host calls are counted, if anywhere.
     pub(crate) metrics: Option<Metrics>,
     /// What every host call is checked against (grants, protected paths, dry run).

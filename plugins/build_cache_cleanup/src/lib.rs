@@ -81,10 +81,10 @@ impl Task for BuildCacheCleanup {
         Ok(cleanup(&mut HostWorker::new(), &config))
     }
 
-    /// The configured tools (`uv`, `pip`), as argument vectors; dry runs are honoured.
+    /// The configured tools (`uv cache prune`, `pip cache purge`); no files.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().dry_run(true);
-        Some(config.tools.iter().fold(grants, |g, t| g.program(t.name())))
+        let grants = Grants::new().shell(false).dry_run(true);
+        Some((config.tools.iter()).fold(grants, |g, t| g.program(t.prune_argv()[0])))
     }
 }
 

@@ -106,12 +106,13 @@ impl Task for ContainerCleanup {
         Ok(cleanup(&mut HostWorker::new(), &config))
     }
 
-    /// `docker` and `date`, as argument vectors; dry runs are honoured.
+    /// `docker` (ps, inspect, rm) and `date` (the worker's clock); no files.
     fn grants(_config: &Config) -> Option<Grants> {
         Some(
             Grants::new()
                 .program("docker")
                 .program("date")
+                .shell(false)
                 .dry_run(true),
         )
     }

@@ -91,14 +91,20 @@ impl Task for DockerHealth {
         Ok(check(&mut HostWorker::new(), &config))
     }
 
-    /// `docker`, `date`, the start command's program and `sleep` (the pause between polls);
-    /// dry runs are honoured.
+    /// `docker info`, the configured start command's program, `date` (the worker's clock) and
+    /// `sleep` (the pause before re-checking); no files.
     fn grants(config: &Config) -> Option<Grants> {
+        let start = config.start_command.first().map(String::as_str);
         let grants = Grants::new()
             .program("docker")
             .program("date")
             .program("sleep");
-        Some(grants.program(&config.start_command[0]).dry_run(true))
+        Some(
+            start
+                .map_or(grants.clone(), |p| grants.program(p))
+                .shell(false)
+                .dry_run(true),
+        )
     }
 }
 

@@ -108,16 +108,11 @@ impl Task for FileCleanup {
         Ok(cleanup(&mut HostWorker::new(), &config, SCRIPT_BUDGET))
     }
 
-    /// One program, `bash` (the script runs `find`, `docker`, `timeout`, `mktemp`, …); the
-    /// target directories are what it acts on; dry runs are honoured.
+    /// One program, `bash` (the script runs `find` and the rest inside it), acting on the
+    /// target directories only.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().program("bash").dry_run(true);
-        Some(
-            config
-                .targets
-                .iter()
-                .fold(grants, |g, t| g.write_path(&t.path)),
-        )
+        let grants = Grants::new().program("bash").shell(false).dry_run(true);
+        Some((config.targets.iter()).fold(grants, |g, t| g.write_path(&t.path)))
     }
 }
 

@@ -90,12 +90,18 @@ impl Task for ImageCleanup {
         Ok(tick(&mut HostWorker::new(), &config))
     }
 
-    /// Shell scripts (the prune, docuum's launch) and `docker` (a dry run's listings); the
-    /// configured log file and state directory are what docuum writes; dry runs are honoured.
+    /// Two shell scripts (the prune runs `docker`; the launch finds or starts docuum through
+    /// `/proc`), docuum's state directory and log file as targets.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().shell(true).program("docker").dry_run(true);
-        let written = config.log_file.iter().chain(&config.state_dir);
-        Some(written.fold(grants, |g, path| g.write_path(path)))
+        let mut grants = Grants::new()
+            .program("docker")
+            .program(&config.docuum_path)
+            .shell(true)
+            .dry_run(true);
+        for path in [&config.state_dir, &config.log_file].into_iter().flatten() {
+            grants = grants.write_path(path);
+        }
+        Some(grants)
     }
 }
 

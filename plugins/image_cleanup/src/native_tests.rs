@@ -431,13 +431,14 @@ fn a_dry_run_finds_an_adoptable_docuum_and_does_not_take_it_on_record() {
 }
 
 #[test]
-fn grants_allow_the_scripts_and_docker_and_honour_dry_runs() {
+fn grants_allow_the_scripts_docker_and_docuum_and_honour_dry_runs() {
     use quarry_sdk::Task as _;
     let g = crate::ImageCleanup::grants(&config(json!({})).unwrap()).unwrap();
-    assert_eq!(g.programs(), ["docker"]);
+    // `docker` also for a dry run's read-only listings (`docker image ls`, `docker system df`).
+    assert_eq!(g.programs(), ["docker", "docuum"]);
     assert!(g.allows_shell() && g.allows_dry_run());
     assert!(g.write_paths().is_empty());
     let c = config(json!({"log_file": "/var/log/docuum.log", "state_dir": "/var/lib/docuum"}));
     let g = crate::ImageCleanup::grants(&c.unwrap()).unwrap();
-    assert_eq!(g.write_paths(), ["/var/log/docuum.log", "/var/lib/docuum"]);
+    assert_eq!(g.write_paths(), ["/var/lib/docuum", "/var/log/docuum.log"]);
 }

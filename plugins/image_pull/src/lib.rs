@@ -100,8 +100,9 @@ exec 3<"$f" || exit 125
 rm -rf -- "$d"
 base64 -d <&3 | "$@""#;
 
-/// Where `mktemp -d -t` makes the private directory of a literal password (its default, with
-/// no `TMPDIR` on the worker agent): the one path this task writes to.
+/// Where `mktemp -d -t` makes the private directory on a worker whose agent has no `TMPDIR`:
+/// the write path image_pull declares for literal passwords (an agent with another `TMPDIR`
+/// sees the write refused by its grants, and the login fails saying so).
 pub const PRIVATE_DIR_PARENT: &str = "/tmp";
 
 /// Name of the file holding a literal password inside its private directory.
@@ -146,12 +147,38 @@ impl Task for ImagePull {
         Ok(pull_all(&mut HostWorker::new(), &config))
     }
 
-    /// `docker`, and for logins `/bin/sh` (the constant login scripts), `mktemp` and `rm`; a
-    /// literal password is written under `/tmp` (`mktemp -d -t`); dry runs are honoured.
-    fn grants(_config: &Config) -> Option<Grants> {
-        let programs = ["docker", "/bin/sh", "mktemp", "rm"];
-        let grants = programs.into_iter().fold(Grants::new(), Grants::program);
-        Some(grants.write_path(PRIVATE_DIR_PARENT).dry_run(true))
+    /// `docker` (pull, login); for logins, `/bin/sh` with the constant login scripts, and for
+    /// literal passwords `mktemp -d` under `/tmp` (the private directory the password file is
+    /// written to) and `rm`. Docker's config directory, when configured, is a target; a
+    /// password file is read.
+    fn grants(config: &Config) -> Option<Grants> {
+        let mut grants = Grants::new().program("docker").shell(false).dry_run(true);
+        let logins: Vec<&Login> = config
+            .images
+            .iter()
+            .filter_map(|i| i.login.as_ref())
+            .collect();
+        if !logins.is_empty() {
+            grants = grants.program("/bin/sh");
+        }
+        if logins
+            .iter()
+            .any(|l| matches!(l.secret, Secret::Literal(_)))
+        {
+            grants = grants
+                .program("mktemp")
+                .program("rm")
+                .write_path(PRIVATE_DIR_PARENT);
+        }
+        for l in &logins {
+            if let Secret::File(path) = &l.secret {
+                grants = grants.read_path(path);
+            }
+        }
+        if let Some(dir) = &config.docker_config {
+            grants = grants.write_path(dir);
+        }
+        Some(grants)
     }
 }
 
