@@ -196,28 +196,34 @@ fn import_busybox(dockerd: &PrivateDockerd, dir: &Path, tag: &str) {
 /// What the daemon holds: every container with its state, every image (dangling too), and
 /// the disk usage of images, containers, volumes and the build cache (without the columns that
 /// move with the clock, such as "Up 5 seconds").
-fn docker_state(dockerd: &PrivateDockerd) -> [String; 3] {
+fn docker_state(dockerd: &PrivateDockerd) -> [Vec<String>; 3] {
+    // Sorted: docker lists images created within one second in any order.
+    let sorted = |text: String| -> Vec<String> {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
     [
-        dockerd.docker(&[
+        sorted(dockerd.docker(&[
             "ps",
             "-a",
             "--no-trunc",
             "--format",
             "{{.ID}} {{.Names}} {{.State}}",
-        ]),
-        dockerd.docker(&[
+        ])),
+        sorted(dockerd.docker(&[
             "images",
             "-a",
             "--no-trunc",
             "--format",
             "{{.ID}} {{.Repository}}:{{.Tag}}",
-        ]),
-        dockerd.docker(&[
+        ])),
+        sorted(dockerd.docker(&[
             "system",
             "df",
             "--format",
             "{{.Type}} {{.TotalCount}} {{.Active}} {{.Size}} {{.Reclaimable}}",
-        ]),
+        ])),
     ]
 }
 
