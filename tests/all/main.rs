@@ -15,6 +15,7 @@ mod daemons;
 mod dashboard;
 mod discovery;
 mod docker_tasks;
+mod dry_run;
 mod e2e;
 mod fake_workers;
 mod grants;

@@ -50,6 +50,9 @@ const NOT_INSTALLED: &str = "skipped (not installed)";
 /// config): there is no cache to prune, which is not a failure.
 const CACHE_DISABLED: &str = "skipped (cache disabled)";
 
+/// The result of an installed tool in a dry run: its read-only command answered.
+const WOULD_PRUNE: &str = "would prune";
+
 /// What `quarry plugins` shows for this task.
 const PARAMS_DOC: &str = "\
 Prunes build-tool caches: `uv cache prune`, `pip cache purge`. Tools that are not installed are \
@@ -80,7 +83,7 @@ impl Task for BuildCacheCleanup {
 
     /// The configured tools (`uv cache prune`, `pip cache purge`); no files.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().shell(false).dry_run(false);
+        let grants = Grants::new().shell(false).dry_run(true);
         Some((config.tools.iter()).fold(grants, |g, t| g.program(t.prune_argv()[0])))
     }
 }
@@ -93,7 +96,9 @@ quarry_sdk::export_task!(BuildCacheCleanup);
 pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     // Strategy: for each tool in order, run its prune as an argv. Not found → not installed;
     // exit 0 → pruned; anything else → failed (the run fails, naming every failed tool). An
-    // unreachable worker skips the remaining tools.
+    // unreachable worker skips the remaining tools. A dry run runs each tool's read-only
+    // command instead (`Tool::dry_run_argv`), which tells the same three cases apart.
+    let dry_run = worker.dry_run();
     let mut details = Map::new();
     let mut failures: Vec<String> = Vec::new();
     let mut unreachable = false;
@@ -106,7 +111,11 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             );
             continue;
         }
-        let argv = tool.prune_argv();
+        let argv = if dry_run {
+            tool.dry_run_argv()
+        } else {
+            tool.prune_argv()
+        };
         let command = argv.join(" ");
         let entry = match worker.execute_argv(argv, PRUNE_TIMEOUT) {
             Err(Error::NotFound(_)) => json!({
@@ -117,7 +126,9 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             }),
             Ok(out) => {
                 let output = combined_output(&out);
-                let result = if out.exit_code == 0 {
+                let result = if out.exit_code == 0 && dry_run {
+                    WOULD_PRUNE
+                } else if out.exit_code == 0 {
                     "pruned"
                 } else if *tool == Tool::Pip && output.contains("cache is disabled") {
                     CACHE_DISABLED
@@ -132,12 +143,16 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
                     ));
                     "failed"
                 };
-                json!({
+                let mut entry = json!({
                     "installed": true,
                     "result": result,
                     "exit_code": out.exit_code,
                     "output_head": head(&output, OUTPUT_HEAD_CHARS),
-                })
+                });
+                if result == WOULD_PRUNE {
+                    entry["would_run"] = tool.prune_argv().join(" ").into();
+                }
+                entry
             }
             Err(e) => {
                 let error = e.describe();
@@ -166,15 +181,25 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     let tools: Vec<&str> = config.tools.iter().map(|t| t.name()).collect();
     if !failures.is_empty() {
         let error = format!("build cache cleanup failed for {}", failures.join("; "));
-        return Outcome::failed(error)
+        let failed = Outcome::failed(error);
+        let failed = if dry_run {
+            failed.with_detail("dry_run", true)
+        } else {
+            failed
+        };
+        return failed
             .with_detail("tools", json!(tools))
             .with_detail("details", details);
     }
-    Outcome::success(json!({
+    let mut result = json!({
         "status": "success",
         "tools": tools,
         "details": details,
-    }))
+    });
+    if dry_run {
+        result["dry_run"] = true.into();
+    }
+    Outcome::success(result)
 }
 
 /// stdout and stderr of a command, trimmed and joined by a newline.

@@ -166,3 +166,79 @@ fn host_errors_fail_the_run_and_unreachable_skips_the_rest() {
         "skipped (worker unreachable)"
     );
 }
+
+#[test]
+fn a_dry_run_only_asks_where_and_what_the_caches_are() {
+    let mut w = worker(
+        Ok(output(0, "/root/.cache/uv\n", "")),
+        Ok(output(
+            0,
+            "Package index page cache location: /root/.cache/pip/http\nNumber of wheels: 3\n",
+            "",
+        )),
+    );
+    w.set_dry_run(true);
+    let (status, d) = run(&mut w, &[Tool::Uv, Tool::Pip]);
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(
+        d,
+        json!({
+            "status": "success",
+            "tools": ["uv", "pip"],
+            "details": {
+                "uv": {"installed": true, "result": "would prune", "exit_code": 0,
+                       "output_head": "/root/.cache/uv", "would_run": "uv cache prune"},
+                "pip": {"installed": true, "result": "would prune", "exit_code": 0,
+                        "output_head": "Package index page cache location: \
+                                        /root/.cache/pip/http\nNumber of wheels: 3",
+                        "would_run": "pip cache purge"},
+            },
+            "dry_run": true,
+        })
+    );
+    assert_eq!(
+        w.argvs(),
+        [["uv", "cache", "dir"], ["pip", "cache", "info"]],
+        "read-only commands only"
+    );
+
+    // Missing, disabled and failing tools read as in a real run.
+    let mut w = worker(
+        not_found("uv"),
+        Ok(output(
+            1,
+            "",
+            "ERROR: pip cache commands can not function since cache is disabled.\n",
+        )),
+    );
+    w.set_dry_run(true);
+    let (status, d) = run(&mut w, &[Tool::Uv, Tool::Pip]);
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(d["details"]["uv"]["result"], "skipped (not installed)");
+    assert_eq!(d["details"]["pip"]["result"], "skipped (cache disabled)");
+    let mut w = worker(Ok(output(2, "", "uv: broken\n")), not_found("pip"));
+    w.set_dry_run(true);
+    let (status, d) = run(&mut w, &[Tool::Uv]);
+    assert_eq!(status, Status::Failed, "{d:#}");
+    assert_eq!(d["dry_run"], true);
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .contains("`uv cache dir` exited with 2"),
+        "{d:#}"
+    );
+}
+
+#[test]
+fn grants_name_the_configured_tools_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let config = |tools: &[Tool]| Config {
+        tools: tools.to_vec(),
+    };
+    let g = crate::BuildCacheCleanup::grants(&config(&[Tool::Uv, Tool::Pip])).unwrap();
+    assert_eq!(g.programs(), ["uv", "pip"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    let g = crate::BuildCacheCleanup::grants(&config(&[Tool::Pip])).unwrap();
+    assert_eq!(g.programs(), ["pip"]);
+}

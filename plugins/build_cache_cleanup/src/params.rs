@@ -34,6 +34,15 @@ impl Tool {
         }
     }
 
+    /// The read-only command a dry run makes instead of the prune: where the cache is (`uv
+    /// cache dir`), what it holds (`pip cache info`).
+    pub fn dry_run_argv(self) -> [&'static str; 3] {
+        match self {
+            Tool::Uv => ["uv", "cache", "dir"],
+            Tool::Pip => ["pip", "cache", "info"],
+        }
+    }
+
     fn from_name(name: &str) -> Option<Tool> {
         Tool::ALL.into_iter().find(|t| t.name() == name)
     }

@@ -113,7 +113,7 @@ impl Task for ContainerCleanup {
                 .program("docker")
                 .program("date")
                 .shell(false)
-                .dry_run(false),
+                .dry_run(true),
         )
     }
 }
@@ -167,8 +167,13 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     // state and times (a container started since it was listed is kept); remove the chosen
     // ones oldest first with `docker rm -v` in chunks. No chunk starts after
     // CALL_START_BUDGET; the rest is deferred to the next run. Listing or clock failures fail
-    // the run at once; per-container failures fail it with every detail kept.
+    // the run at once; per-container failures fail it with every detail kept. A dry run makes
+    // the same read-only calls and reports the chosen containers instead of removing them.
+    let dry_run = worker.dry_run();
     let mut detail = Map::new();
+    if dry_run {
+        detail.insert("dry_run".into(), true.into());
+    }
     detail.insert("max_age_hours".into(), config.max_age_hours.clone());
     detail.insert(
         "created_max_age_hours".into(),
@@ -209,7 +214,14 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
             config,
             &mut tally,
         );
-        remove_all(worker, candidates, &mut tally);
+        if dry_run {
+            for c in candidates {
+                *tally.removed_by_state.entry(c.state).or_default() += 1;
+                tally.removed.push(c.id);
+            }
+        } else {
+            remove_all(worker, candidates, &mut tally);
+        }
     }
 
     let removed_count = tally.removed.len();
@@ -217,8 +229,13 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     worker.log(
         LogLevel::Info,
         &format!(
-            "container_cleanup: removed {removed_count} containers, kept {kept_count}, \
+            "container_cleanup: {} {removed_count} containers, kept {kept_count}, \
              {} already gone, {} deferred, {} errors",
+            if dry_run {
+                "dry run: would remove"
+            } else {
+                "removed"
+            },
             tally.gone,
             tally.deferred,
             tally.errors.len()
@@ -242,9 +259,11 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
         .take(REMOVED_LIST_MAX)
         .map(|id| Value::from(id.as_str()))
         .collect();
-    detail.insert("removed".into(), removed_list.into());
-    detail.insert("removed_count".into(), removed_count.into());
-    detail.insert("removed_by_state".into(), by_state.into());
+    // A dry run reports what it would remove, named so.
+    let verb = if dry_run { "would_remove" } else { "removed" };
+    detail.insert(verb.into(), removed_list.into());
+    detail.insert(format!("{verb}_count"), removed_count.into());
+    detail.insert(format!("{verb}_by_state"), by_state.into());
     detail.insert("kept_count".into(), kept_count.into());
     detail.insert("kept_by_reason".into(), by_reason.into());
     detail.insert("gone_count".into(), tally.gone.into());

@@ -261,6 +261,54 @@ fn removes_old_exited_and_stale_created_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_dry_run_lists_what_it_would_remove_and_removes_nothing() {
+    let all = vec![
+        exited(1, 2 * 86_400),
+        exited(2, 3600),
+        created(3, 2 * 3600),
+        created(4, 30),
+        running(5),
+        exited(8, 3 * 86_400),
+    ];
+    let (mut w, docker) = worker(all.clone());
+    w.set_dry_run(true);
+    let (status, d) = run(&mut w, json!({}));
+    assert_eq!(status, Status::Success, "{d:#}");
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(d["would_remove"], json!([id(8), id(1), id(3)]));
+    assert_eq!(d["would_remove_count"], 3);
+    assert_eq!(
+        d["would_remove_by_state"],
+        json!({"exited": 2, "created": 1})
+    );
+    assert_eq!(d["kept_count"], 2);
+    assert!(d.get("removed").is_none(), "{d:#}");
+    assert_eq!(w.count(fake::prefix(RM)), 0, "no docker rm in a dry run");
+    assert!(
+        w.argvs()
+            .iter()
+            .all(|a| a[..3] == PS[..3] || a[..3] == INSPECT[..3] || a[..] == DATE[..]),
+        "only listing, inspecting and the clock: {:?}",
+        w.argvs()
+    );
+    assert_eq!(
+        docker.ids(),
+        all.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+    );
+    assert!(
+        w.logs()
+            .iter()
+            .any(|(_, m)| m.contains("dry run: would remove 3 containers, kept 2"))
+    );
+
+    // A real run then removes exactly those.
+    let (mut w, docker) = worker(all);
+    let (_, real) = run(&mut w, json!({}));
+    assert_eq!(real["removed"], d["would_remove"]);
+    assert_eq!(docker.ids(), [id(2), id(4), id(5)]);
+}
+
+#[test]
 fn created_containers_have_their_own_cutoff() {
     let (mut w, docker) = worker(vec![created(1, 600), created(2, 7200), exited(3, 600)]);
     // created_max_age_hours 0: every created container goes, exited ones keep their 24 h.
@@ -481,4 +529,13 @@ fn a_timed_out_rm_is_an_error_and_unreachable_stops_the_run() {
     assert_eq!(status, Status::Failed);
     assert_eq!(d["error_count"], 1, "no call after unreachable: {d:#}");
     assert_eq!(w.count(fake::prefix(RM)), 1);
+}
+
+#[test]
+fn grants_name_docker_and_date_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::ContainerCleanup::grants(&config(json!({}))).expect("declared");
+    assert_eq!(g.programs(), ["docker", "date"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    assert!(g.write_paths().is_empty() && g.read_paths().is_empty());
 }

@@ -103,7 +103,7 @@ impl Task for DockerHealth {
             start
                 .map_or(grants.clone(), |p| grants.program(p))
                 .shell(false)
-                .dry_run(false),
+                .dry_run(true),
         )
     }
 }
@@ -131,10 +131,15 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
     // failed, nothing started. Down → run the start command (argv); if it fails → failed with
     // its exit code and output. Else poll `docker info` for RECHECK_WINDOW: answering →
     // success with `restarted: true`; still down → failed. `checked_at` is the worker's clock
-    // at the verdict.
+    // at the verdict. A dry run stops before the start command: a down daemon is a failed run
+    // that names the command a real run would run (`would_run`).
+    let dry_run = worker.dry_run();
     let down = match docker_info(worker, INFO_TIMEOUT) {
         Health::Up { server_version } => {
             let mut detail = Map::new();
+            if dry_run {
+                detail.insert("dry_run".into(), true.into());
+            }
             detail.insert("checked_at".into(), checked_at(worker));
             detail.insert("restarted".into(), false.into());
             detail.insert("server_version".into(), server_version.into());
@@ -156,6 +161,18 @@ pub fn check(worker: &mut impl Worker, config: &Config) -> Outcome {
     };
 
     let command = config.start_command.join(" ");
+    if dry_run {
+        let mut detail = Map::new();
+        detail.insert("dry_run".into(), true.into());
+        detail.insert("daemon_error".into(), down.clone().into());
+        detail.insert("would_run".into(), config.start_command.clone().into());
+        detail.insert("checked_at".into(), checked_at(worker));
+        detail.insert("restarted".into(), false.into());
+        let error = format!(
+            "dry run: the docker daemon is down ({down}); a real run would run `{command}`"
+        );
+        return Outcome::failed_with(error, detail);
+    }
     worker.log(
         LogLevel::Warn,
         &format!("docker_health: the docker daemon is down ({down}); running `{command}`"),

@@ -308,3 +308,47 @@ fn timestamp_shape() {
         assert!(!is_utc_timestamp(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn a_dry_run_checks_and_names_the_start_command_without_running_it() {
+    let mut w = worker(vec![info_down()]);
+    w.set_dry_run(true);
+    let o = check(&mut w, &default_config());
+    assert_eq!(o.status, Status::Failed);
+    let d = detail(&o);
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(d["would_run"], json!(START));
+    assert_eq!(d["restarted"], false);
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry run: the docker daemon is down (")
+            && d["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("a real run would run `sudo -n service docker start`"),
+        "{d:#}"
+    );
+    assert_eq!(w.argvs(), [&INFO[..], &DATE[..]], "no start command");
+
+    let mut w = worker(vec![info_up()]);
+    w.set_dry_run(true);
+    let o = check(&mut w, &default_config());
+    assert_eq!(o.status, Status::Success);
+    assert_eq!(detail(&o)["dry_run"], true);
+    assert_eq!(w.argvs(), [&INFO[..], &DATE[..]]);
+}
+
+#[test]
+fn grants_name_the_start_program_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::DockerHealth::grants(&default_config()).unwrap();
+    assert_eq!(g.programs(), ["docker", "date", "sleep", "sudo"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    let custom = Config {
+        start_command: vec!["/usr/sbin/service".into(), "docker".into(), "start".into()],
+    };
+    let g = crate::DockerHealth::grants(&custom).unwrap();
+    assert_eq!(g.programs()[3], "/usr/sbin/service");
+}

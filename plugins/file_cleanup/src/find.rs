@@ -118,7 +118,9 @@ fn push_dir_exclusions(argv: &mut Vec<String>, dirs: &[String]) {
 /// One `find` pass over a target, without the start directory: `find <dir> <options>
 /// <tests and actions>`. The worker script puts its own exclusions (its temp files, the
 /// running containers' directories) between the two parts, where they are ANDed with the
-/// expression: it is a plain chain of tests and actions, no top-level `-o`.
+/// expression: it is a plain chain of tests and actions, no top-level `-o` (except in a dry
+/// run's dir pass, whose `-o` branch takes exactly the entries that stay; see
+/// [`prune_dirs_pass`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindPass {
     /// Global options, which GNU `find` wants before any test.
@@ -131,14 +133,30 @@ fn push_strs(argv: &mut Vec<String>, items: &[&str]) {
     argv.extend(items.iter().map(|s| s.to_string()));
 }
 
+/// Whether a pass deletes what it selects, or only lists it (a dry run). Both modes share the
+/// exclusions and the tests, so a dry run selects what a real run deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Delete and print each path deleted.
+    Delete,
+    /// Delete nothing; print what [`Mode::Delete`] would delete.
+    DryRun,
+}
+
 /// The file pass: `<exclusions> -type f ( -mmin +N -o -size +Bc ) -delete -print0`: deletes
-/// files older than `max_age_mins` or larger than `max_bytes`, printing each one deleted.
+/// files older than `max_age_mins` or larger than `max_bytes`, printing each one deleted. In a
+/// dry run, the same without `-delete`.
 ///
 /// `-delete` comes before `-print0` (ROCK's order would be irrelevant, it printed nothing):
 /// `-delete` is true only when the removal succeeded, so a file that could not be removed is
 /// reported on stderr and not listed as deleted. `-print0` ends each path with a NUL, which no
 /// file name contains, so a name with a newline is still one path.
-pub fn delete_files_pass(excl: &Exclusions, max_age_mins: u64, max_bytes: u64) -> FindPass {
+pub fn delete_files_pass(
+    excl: &Exclusions,
+    max_age_mins: u64,
+    max_bytes: u64,
+    mode: Mode,
+) -> FindPass {
     let mut expression = Vec::new();
     for p in &excl.files {
         push_strs(&mut expression, &["-not", "-path", p]);
@@ -147,15 +165,23 @@ pub fn delete_files_pass(excl: &Exclusions, max_age_mins: u64, max_bytes: u64) -
     let (age, size) = (format!("+{max_age_mins}"), format!("+{max_bytes}c"));
     push_strs(
         &mut expression,
-        &[
-            "-type", "f", "(", "-mmin", &age, "-o", "-size", &size, ")", "-delete", "-print0",
-        ],
+        &["-type", "f", "(", "-mmin", &age, "-o", "-size", &size, ")"],
     );
+    if mode == Mode::Delete {
+        expression.push("-delete".into());
+    }
+    expression.push("-print0".into());
     FindPass {
         options: Vec::new(),
         expression,
     }
 }
+
+/// The record prefix, in a dry run's dir pass, of an old directory that passes the exclusions
+/// (it goes if everything below it goes)...
+pub const DRY_CANDIDATE: &str = "c";
+/// ... and of any other entry, which stays and so keeps its parent directory.
+pub const DRY_KEPT: &str = "o";
 
 /// The empty-directory pass: `-mindepth 1 -depth <dir exclusions> -type d -empty -mmin +N
 /// -delete -print0`: removes empty directories not modified for `max_age_mins` (the age guard
@@ -167,14 +193,46 @@ pub fn delete_files_pass(excl: &Exclusions, max_age_mins: u64, max_bytes: u64) -
 /// A chain of old, empty directories goes at once (`find` checks a directory's age as it was
 /// when it entered it). A directory emptied by this run's *file* pass has just been modified,
 /// so it stays until a later run finds it old enough.
-pub fn prune_dirs_pass(excl: &Exclusions, max_age_mins: u64) -> FindPass {
+///
+/// A dry run cannot ask `-empty` (nothing below was deleted), so it lists every entry, deepest
+/// first: `( <dir exclusions> -type d -mmin +N -readable -printf c<path>\0 ) -o -printf
+/// o<path>\0`, and the worker script keeps the candidates with nothing kept below them: what
+/// `-delete` removes, child before parent. (The script's own exclusions, ANDed in front, send
+/// its temp files and the running containers' directories to the `o` branch: kept.) Files the
+/// file pass would delete are listed as kept, as in a real run, where deleting them makes
+/// their directory young.
+pub fn prune_dirs_pass(excl: &Exclusions, max_age_mins: u64, mode: Mode) -> FindPass {
     let mut expression = Vec::new();
+    if mode == Mode::DryRun {
+        expression.push("(".into());
+    }
     push_dir_exclusions(&mut expression, &excl.dirs);
     let age = format!("+{max_age_mins}");
-    push_strs(
-        &mut expression,
-        &["-type", "d", "-empty", "-mmin", &age, "-delete", "-print0"],
-    );
+    match mode {
+        Mode::Delete => push_strs(
+            &mut expression,
+            &["-type", "d", "-empty", "-mmin", &age, "-delete", "-print0"],
+        ),
+        Mode::DryRun => {
+            let (candidate, kept) = (format!("{DRY_CANDIDATE}%p\\0"), format!("{DRY_KEPT}%p\\0"));
+            push_strs(
+                &mut expression,
+                &[
+                    "-type",
+                    "d",
+                    "-mmin",
+                    &age,
+                    "-readable",
+                    "-printf",
+                    &candidate,
+                    ")",
+                    "-o",
+                    "-printf",
+                    &kept,
+                ],
+            )
+        }
+    }
     FindPass {
         options: vec!["-mindepth".into(), "1".into(), "-depth".into()],
         expression,
@@ -260,7 +318,7 @@ mod tests {
             exclude_dirs: vec!["c?".into()],
         });
         assert_eq!(e.dirs, vec![r"*/c\?".to_string()]);
-        let pass = prune_dirs_pass(&e, 5);
+        let pass = prune_dirs_pass(&e, 5, Mode::Delete);
         assert!(
             pass.expression.contains(&r"*/c\?/*".to_string()),
             "{pass:?}"
@@ -279,7 +337,7 @@ mod tests {
         ];
         let t = target(&nasty, &nasty);
         let e = exclusions(&t);
-        let pass = delete_files_pass(&e, 60, 1024);
+        let pass = delete_files_pass(&e, 60, 1024, Mode::Delete);
         for v in nasty {
             assert!(
                 pass.expression.contains(&format!("*/{v}")),
@@ -324,7 +382,7 @@ mod tests {
             "/data/sandbox/cache/*",
         ];
         assert_eq!(
-            delete_files_pass(&e, 10080, 1 << 30),
+            delete_files_pass(&e, 10080, 1 << 30, Mode::Delete),
             FindPass {
                 options: vec![],
                 expression: strings(&[
@@ -353,7 +411,7 @@ mod tests {
             }
         );
         assert_eq!(
-            prune_dirs_pass(&e, 10080),
+            prune_dirs_pass(&e, 10080, Mode::Delete),
             FindPass {
                 options: strings(&[&["-mindepth", "1", "-depth"]]),
                 expression: strings(&[
@@ -363,6 +421,53 @@ mod tests {
                     ],
                 ]),
             }
+        );
+    }
+
+    #[test]
+    fn a_dry_run_selects_with_the_same_tests_and_deletes_nothing() {
+        let e = exclusions(&target(&["./rocklet.log"], &["cache/"]));
+        let real = delete_files_pass(&e, 60, 1024, Mode::Delete);
+        let dry = delete_files_pass(&e, 60, 1024, Mode::DryRun);
+        let mut expected = real.expression.clone();
+        expected.retain(|a| a != "-delete");
+        assert_eq!(
+            dry,
+            FindPass {
+                expression: expected,
+                ..real
+            }
+        );
+
+        let real = prune_dirs_pass(&e, 60, Mode::Delete);
+        let dry = prune_dirs_pass(&e, 60, Mode::DryRun);
+        assert_eq!(dry.options, real.options);
+        assert!(!dry.expression.iter().any(|a| a == "-delete"), "{dry:?}");
+        // The exclusions and the age test pick the candidates; everything else is kept.
+        let exclusions = &real.expression[..6];
+        assert_eq!(&dry.expression[1..7], exclusions);
+        assert_eq!(
+            dry.expression,
+            [
+                &["("][..],
+                exclusions
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                &[
+                    "-type",
+                    "d",
+                    "-mmin",
+                    "+60",
+                    "-readable",
+                    "-printf",
+                    "c%p\\0",
+                    ")"
+                ],
+                &["-o", "-printf", "o%p\\0"],
+            ]
+            .concat()
         );
     }
 

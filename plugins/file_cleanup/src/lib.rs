@@ -45,7 +45,7 @@ use quarry_sdk::worker::{HostWorker, Worker};
 use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
-use crate::find::head;
+use crate::find::{Mode, head};
 use crate::params::{Config, Params};
 use crate::script::{DockerSeen, Listing, PassExit, ScriptReport, TargetSeen};
 
@@ -111,7 +111,7 @@ impl Task for FileCleanup {
     /// One program, `bash` (the script runs `find` and the rest inside it), acting on the
     /// target directories only.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().program("bash").shell(false).dry_run(false);
+        let grants = Grants::new().program("bash").shell(false).dry_run(true);
         Some((config.targets.iter()).fold(grants, |g, t| g.write_path(&t.path)))
     }
 }
@@ -132,10 +132,24 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> O
     // every target with two `find`s; its NUL-separated records are read back into
     // per-directory results. A refusal (docker trouble, bad arguments) deleted nothing; any
     // failed, timed-out or unfinished `find` fails the run, with every directory's details.
-    if config.targets.is_empty() {
-        return Outcome::success(json!({ "status": "success", "message": NO_TARGETS_MESSAGE }));
-    }
+    // A dry run is the same execute with passes that only list (`would_delete_*`).
+    let mode = if worker.dry_run() {
+        Mode::DryRun
+    } else {
+        Mode::Delete
+    };
     let mut detail = Map::new();
+    if mode == Mode::DryRun {
+        detail.insert("dry_run".into(), true.into());
+    }
+    if config.targets.is_empty() {
+        let mut ordered = Map::from_iter([
+            ("status".to_string(), Value::from("success")),
+            ("message".to_string(), Value::from(NO_TARGETS_MESSAGE)),
+        ]);
+        ordered.extend(detail);
+        return Outcome::success(Value::Object(ordered));
+    }
     detail.insert(
         "target_dirs".into(),
         config.targets.iter().map(|t| t.path.clone()).collect(),
@@ -148,7 +162,8 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> O
     );
 
     let budget = Duration::from_secs(budget.as_secs().max(1));
-    let out = match worker.execute_argv(script::argv(config, budget), budget + EXECUTE_MARGIN) {
+    let argv = script::argv(config, budget, mode);
+    let out = match worker.execute_argv(argv, budget + EXECUTE_MARGIN) {
         Ok(out) => out,
         Err(e) => return execute_failed(worker, e, config, detail),
     };
@@ -202,7 +217,13 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> O
     let mut failures: Vec<(String, String)> = Vec::new();
     let (mut files, mut dirs, mut missing) = (0usize, 0usize, 0usize);
     for (i, target) in config.targets.iter().enumerate() {
-        let run = target_result(&target.path, report.targets.get(i), budget, &unfinished);
+        let run = target_result(
+            &target.path,
+            report.targets.get(i),
+            budget,
+            &unfinished,
+            mode,
+        );
         files += run.files_deleted;
         dirs += run.dirs_deleted;
         missing += usize::from(run.not_found);
@@ -223,8 +244,12 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config, budget: Duration) -> O
     worker.log(
         LogLevel::Info,
         &format!(
-            "file_cleanup: deleted {files} files and {dirs} empty dirs in {} target dirs \
+            "file_cleanup: {} {files} files and {dirs} empty dirs in {} target dirs \
              ({missing} not found, {} failed); {} running containers protected",
+            match mode {
+                Mode::Delete => "deleted",
+                Mode::DryRun => "dry run: would delete",
+            },
             config.targets.len(),
             failures.len(),
             containers.len(),
@@ -370,6 +395,7 @@ fn target_result(
     seen: Option<&TargetSeen>,
     budget: Duration,
     unfinished: &str,
+    mode: Mode,
 ) -> TargetRun {
     let passes = match seen {
         None => {
@@ -452,15 +478,26 @@ fn target_result(
             .unwrap_or("find failed")
             .to_string()
     });
-    let detail = json!({
-        "exit_code": exit_code,
-        "deleted_files": files.paths,
-        "deleted_files_count": files.count,
-        "deleted_dirs": dirs.paths,
-        "deleted_dirs_count": dirs.count,
-        "listing_truncated": files.truncated || dirs.truncated,
-        "errors": head(errors.trim_end(), ERRORS_HEAD_CHARS),
-    });
+    // A dry run's listings are what a real run would delete, named so.
+    let verb = match mode {
+        Mode::Delete => "deleted",
+        Mode::DryRun => "would_delete",
+    };
+    let detail = Value::Object(Map::from_iter([
+        ("exit_code".to_string(), json!(exit_code)),
+        (format!("{verb}_files"), json!(files.paths)),
+        (format!("{verb}_files_count"), json!(files.count)),
+        (format!("{verb}_dirs"), json!(dirs.paths)),
+        (format!("{verb}_dirs_count"), json!(dirs.count)),
+        (
+            "listing_truncated".to_string(),
+            json!(files.truncated || dirs.truncated),
+        ),
+        (
+            "errors".to_string(),
+            json!(head(errors.trim_end(), ERRORS_HEAD_CHARS)),
+        ),
+    ]));
     TargetRun {
         detail,
         failure,

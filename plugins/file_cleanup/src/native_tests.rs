@@ -5,7 +5,7 @@
 //! Scratch trees check exactly what is deleted and kept, and the outcome.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -256,14 +256,27 @@ fn paths(v: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn deletes_exactly_the_expected_entries() {
-    let s = scratch("tree");
+/// A target that exercises every rule, made in `root`: old and young files, big files,
+/// exclusions of every form, a running container's directory (`web-1`), old empty directories
+/// (a chain of them too), an old directory emptied by the file pass; its name has glob
+/// characters, a space and shell syntax. And a second target, old and empty.
+struct TrickyTree {
+    /// The first target, normalised.
+    target_path: String,
+    /// The same, as a path.
+    t: PathBuf,
+    /// The second target.
+    empty_target: PathBuf,
+    /// The checked params naming both.
+    config: Config,
+}
+
+fn tricky_tree(root: &Path) -> TrickyTree {
     // The target's own name has glob characters, a space and shell syntax: every pattern built
     // from it must be escaped to match, and nothing in it may run.
     let raw_target = format!(
         "{}/tar[g]et * $(touch pwned) `touch pwned2` 'q'//",
-        s.0.display()
+        root.display()
     );
     let target_path = check_target_path(&raw_target).unwrap();
     let t = PathBuf::from(&target_path);
@@ -320,36 +333,50 @@ fn deletes_exactly_the_expected_entries() {
         set_old(&t.join(d));
     }
     // A second target: old and empty, it must survive (`-mindepth 1`).
-    let empty_target = s.0.join("empty-target");
+    let empty_target = root.join("empty-target");
     fs::create_dir(&empty_target).unwrap();
     set_old(&empty_target);
+    let config = config(json!({
+        "target_dirs": [
+            {
+                "path": raw_target,
+                "exclude_files": [
+                    "keep.me",                          // plain name, any depth
+                    "./rocklet.log",                    // relative to the target only
+                    "data/keep/x.old",                  // relative path
+                    format!("{target_path}/abs.old/"),  // absolute, trailing slash
+                    GLOB_NAME,                          // glob characters, literal
+                    SHELL_NAME,                         // quotes, $(), backticks, spaces
+                ],
+                "exclude_dirs": ["cachedir", "keepdir/"],
+            },
+            empty_target.to_str().unwrap(),
+        ],
+        "max_age_mins": 60,
+        "max_file_size": 1024,
+    }));
+    TrickyTree {
+        target_path,
+        t,
+        empty_target,
+        config,
+    }
+}
+
+#[test]
+fn deletes_exactly_the_expected_entries() {
+    let s = scratch("tree");
+    let TrickyTree {
+        target_path,
+        t,
+        empty_target,
+        config,
+    } = tricky_tree(&s.0);
     let before = tree(&t);
 
     let m = Machine::new(FakeDocker::Running("web-1\n"));
     let mut w = m.worker();
-    let o = cleanup(
-        &mut w,
-        &config(json!({
-            "target_dirs": [
-                {
-                    "path": raw_target,
-                    "exclude_files": [
-                        "keep.me",                          // plain name, any depth
-                        "./rocklet.log",                    // relative to the target only
-                        "data/keep/x.old",                  // relative path
-                        format!("{target_path}/abs.old/"),  // absolute, trailing slash
-                        GLOB_NAME,                          // glob characters, literal
-                        SHELL_NAME,                         // quotes, $(), backticks, spaces
-                    ],
-                    "exclude_dirs": ["cachedir", "keepdir/"],
-                },
-                empty_target.to_str().unwrap(),
-            ],
-            "max_age_mins": 60,
-            "max_file_size": 1024,
-        })),
-        SCRIPT_BUDGET,
-    );
+    let o = cleanup(&mut w, &config, SCRIPT_BUDGET);
     assert_eq!(o.status, Status::Success, "{:?}", o.detail);
     assert_eq!(w.calls().len(), 1, "one execute per run");
 
@@ -424,6 +451,105 @@ fn deletes_exactly_the_expected_entries() {
         !executed("pwned") && !executed("pwned2"),
         "a value was executed"
     );
+}
+
+/// Every entry at or below `root`: whether it is a directory, its content (files), its
+/// permissions and its mtime — what a cleanup could change.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (bool, Vec<u8>, u32, SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = fs::symlink_metadata(&p).unwrap();
+        let content = if meta.is_file() {
+            fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        if meta.is_dir() {
+            todo.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+        let mode = meta.permissions().mode();
+        out.insert(p, (meta.is_dir(), content, mode, meta.modified().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_lists_what_a_real_run_then_deletes() {
+    let s = scratch("dry");
+    let TrickyTree {
+        target_path,
+        t,
+        empty_target,
+        config,
+    } = tricky_tree(&s.0);
+    // Chains of old, empty directories whose names bash would misread as array subscripts or
+    // globs, if the dry run's bookkeeping used them as code; and an old directory kept by its
+    // young child.
+    let odd = "odd ] $(touch pwned) [x]";
+    for d in [&format!("{odd}/c*"), "x]/y", "parent/young"] {
+        fs::create_dir_all(t.join(d)).unwrap();
+    }
+    for d in [&format!("{odd}/c*"), odd, "x]/y", "x]", "parent"] {
+        set_old(&t.join(d));
+    }
+    let before = snapshot(&s.0);
+
+    let m = Machine::new(FakeDocker::Running("web-1\n"));
+    let mut w = m.worker();
+    w.set_dry_run(true);
+    let dry = cleanup(&mut w, &config, SCRIPT_BUDGET);
+    assert_eq!(dry.status, Status::Success, "{:?}", dry.detail);
+    assert_eq!(dry.detail["dry_run"], true);
+    assert_eq!(w.calls().len(), 1, "one execute per run");
+    assert!(
+        !w.argvs()[0].iter().any(|a| a == "-delete"),
+        "a dry run never asks find to delete"
+    );
+    assert!(w.writes().is_empty());
+    assert_eq!(snapshot(&s.0), before, "a dry run changes nothing");
+    assert!(
+        w.logs()
+            .iter()
+            .any(|(_, l)| l.contains("dry run: would delete")),
+        "{:?}",
+        w.logs()
+    );
+
+    let mut w = m.worker();
+    let real = cleanup(&mut w, &config, SCRIPT_BUDGET);
+    assert_eq!(real.status, Status::Success, "{:?}", real.detail);
+    assert!(real.detail.get("dry_run").is_none());
+    let mut listed = BTreeSet::new();
+    for target in [target_path.as_str(), empty_target.to_str().unwrap()] {
+        let (d, r) = (
+            &dry.detail["details"][target],
+            &real.detail["details"][target],
+        );
+        for what in ["files", "dirs"] {
+            let (would, did) = (format!("would_delete_{what}"), format!("deleted_{what}"));
+            assert_eq!(paths(&d[&would]), paths(&r[&did]), "{what} in {target}");
+            assert_eq!(d[format!("{would}_count")], r[format!("{did}_count")]);
+            assert!(d.get(&did).is_none(), "{d:#}");
+            listed.extend(paths(&d[&would]));
+        }
+    }
+    let under = |rels: &[&str]| -> BTreeSet<String> {
+        rels.iter().map(|r| format!("{target_path}/{r}")).collect()
+    };
+    let dirs = paths(&dry.detail["details"][&target_path]["would_delete_dirs"]);
+    let odd_child = format!("{odd}/c*");
+    let chains = under(&[odd_child.as_str(), odd, "x]/y", "x]"]);
+    assert!(dirs.is_superset(&chains), "{dirs:?}");
+    assert!(!dirs.contains(&format!("{target_path}/parent")), "{dirs:?}");
+    // What the real run deleted is exactly what the dry run listed.
+    let after = snapshot(&s.0);
+    let gone: BTreeSet<String> = before
+        .keys()
+        .filter(|p| !after.contains_key(*p))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(gone, listed);
 }
 
 #[test]
@@ -909,13 +1035,15 @@ fn the_script_refuses_malformed_arguments() {
         argv.extend(args.iter().map(|a| a.to_string()));
         local.run(&host::Command::argv(argv)).unwrap().stdout
     };
-    let ok = ["5", "30", "200", "8000"];
+    let ok = ["5", "30", "200", "8000", "0"];
     for (args, reason) in [
-        (&["5", "30", "200"][..], "bad arguments"),
-        (&["5", "0", "200", "8000"][..], "bad arguments"),
-        (&["08", "30", "200", "8000"][..], "bad arguments"),
+        (&["5", "30", "200", "8000"][..], "bad arguments"),
+        (&["5", "0", "200", "8000", "0"][..], "bad arguments"),
+        (&["08", "30", "200", "8000", "0"][..], "bad arguments"),
+        (&["5", "30", "200", "8000", "2"][..], "bad arguments"),
+        (&["5", "30", "200", "8000", "$(id)"][..], "bad arguments"),
         (
-            &["5", "30", "200", "8000", "/x", "/x"][..],
+            &["5", "30", "200", "8000", "0", "/x", "/x"][..],
             "bad arguments: a target is cut short",
         ),
         (
@@ -934,4 +1062,15 @@ fn the_script_refuses_malformed_arguments() {
         assert_eq!(run(args), format!("A{reason}\0Z\0"), "{args:?}");
     }
     assert_eq!(run(&ok), "Dabsent\0Z\0");
+}
+
+#[test]
+fn grants_name_bash_and_the_targets_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let c = config(json!({"target_dirs": ["/data/logs", {"path": "/srv/x/"}]}));
+    let g = crate::FileCleanup::grants(&c).expect("declared");
+    assert_eq!(g.programs(), ["bash"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    assert_eq!(g.write_paths(), ["/data/logs", "/srv/x"]);
+    assert!(g.read_paths().is_empty());
 }

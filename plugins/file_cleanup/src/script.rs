@@ -10,8 +10,9 @@
 //! whatever quotes, `$()`, backticks or newlines it contains.
 //!
 //! What the script does, in order:
-//! 1. checks its arguments (numbers, layout, absolute targets) and makes a temp dir (`mktemp
-//!    -d`, removed by a `trap` on exit); any problem → an `A` record, nothing deleted;
+//! 1. checks its arguments (numbers, layout, absolute targets, the mode: delete or dry run)
+//!    and makes a temp dir (`mktemp -d`, removed by a `trap` on exit); any problem → an `A`
+//!    record, nothing deleted;
 //! 2. Docker, fail closed: no `docker` on PATH → absent; else `docker ps --format
 //!    '{{.Names}}'` under `timeout`, each non-empty line checked against
 //!    `^[A-Za-z0-9][A-Za-z0-9_.-]*$` before any name is used; a failure or a bad line ends the
@@ -23,7 +24,9 @@
 //!    count, the exit status and the head of its stderr. The running containers' directories
 //!    `<glob-escaped target>/<name>` (and `/*`) are added as exclusions here. Once the budget
 //!    is spent (a `find` timed out, or less than a second is left) the remaining targets are
-//!    `Sskipped`;
+//!    `Sskipped`. In a dry run the passes delete nothing and list what they would delete (the
+//!    dir pass works out, from a listing of every entry, which old directories would be empty
+//!    when `-delete` reached them: see [`find::prune_dirs_pass`]);
 //! 4. `Z`, the end of the output.
 //!
 //! Output protocol: NUL-terminated records on stdout. A NUL cannot occur in a path, and the
@@ -51,23 +54,23 @@
 
 use std::time::Duration;
 
-use crate::find::{self, MAX_LISTED_PATHS, glob_escape};
+use crate::find::{self, MAX_LISTED_PATHS, Mode, glob_escape};
 use crate::params::Config;
 
 /// The script. Constant: configured values arrive only as positional arguments.
 pub const SCRIPT: &str = r#"# quarry file_cleanup, worker side; see plugins/file_cleanup/src/script.rs.
-# Args: BUDGET_SECS DOCKER_PS_SECS MAX_LISTED ERR_BYTES, then per target: DIR GLOB_DIR and,
-# for the file pass then the dir pass, N OPTIONS... N EXPRESSION...
+# Args: BUDGET_SECS DOCKER_PS_SECS MAX_LISTED ERR_BYTES DRY (1: a dry run, 0: delete), then
+# per target: DIR GLOB_DIR and, for the file pass then the dir pass, N OPTIONS... N EXPRESSION...
 # Values are only ever expanded inside double quotes. Output: NUL-terminated records.
 export LC_ALL=C
 rec() { printf '%s\0' "$@"; }
 fatal() { rec "A$1" Z; exit 0; }
 num='^(0|[1-9][0-9]{0,8})$'
 name_re='^[A-Za-z0-9][A-Za-z0-9_.-]*$'
-[[ $# -ge 4 && $1 =~ $num && $2 =~ $num && $3 =~ $num && $4 =~ $num && $2 != 0 ]] ||
-  fatal 'bad arguments'
-budget=$1 docker_secs=$2 max_listed=$3 err_bytes=$4
-shift 4
+[[ $# -ge 5 && $1 =~ $num && $2 =~ $num && $3 =~ $num && $4 =~ $num && $2 != 0 &&
+  $5 =~ ^[01]$ ]] || fatal 'bad arguments'
+budget=$1 docker_secs=$2 max_listed=$3 err_bytes=$4 dry=$5
+shift 5
 args=("$@")
 n=${#args[@]} t=0 i=0
 while ((i < n)); do
@@ -127,11 +130,26 @@ pass() { # OFFSET (0: file pass, 2: dir pass) KIND
     "${args[@]:from[o + 1]:len[o + 1]}" >"$out" 2>"$err"
   rc=$?
   ((rc == 124 || rc == 137)) && expired=1
-  # Listing and count in bash itself (no head/tr/wc processes). A find killed by its time
-  # limit may have written half a path last: dropped (a timed-out pass's count is a lower
-  # bound anyway, since find deletes before it prints).
-  mapfile -d '' -t found <"$out"
-  ((expired && ${#found[@]})) && unset 'found[${#found[@]}-1]'
+  if ((dry)) && [[ $2 == d ]]; then
+    # A dry run's dir pass (see find::prune_dirs_pass): c<path> is an old directory, o<path>
+    # an entry that stays, children before their parent. A directory goes when it is a
+    # candidate and nothing below it stays, as -delete would remove it. A record cut by a
+    # killed find has no NUL and is not read.
+    found=()
+    local -A stays=()
+    local r p
+    while IFS= read -r -d '' r; do
+      ((SECONDS < budget)) || { rc=124 expired=1; break; }
+      p=${r:1}
+      if [[ $r == c* && -z ${stays[$p]-} ]]; then found+=("$p"); else stays[${p%/*}]=1; fi
+    done <"$out"
+  else
+    # Listing and count in bash itself (no head/tr/wc processes). A find killed by its time
+    # limit may have written half a path last: dropped (a timed-out pass's count is a lower
+    # bound anyway, since find deletes before it prints).
+    mapfile -d '' -t found <"$out"
+    ((expired && ${#found[@]})) && unset 'found[${#found[@]}-1]'
+  fi
   ((${#found[@]})) && printf '%s\0' "${found[@]:0:max_listed}"
   rec '' "C${#found[@]}" "X$rc"
   errors
@@ -177,9 +195,10 @@ const SCRIPT_NAME: &str = "file_cleanup";
 const TRUNCATION_MARKER_START: &str = "...[quarry: ";
 const TRUNCATION_MARKER_END: &str = " more bytes truncated]";
 
-/// The program of a run: `bash -c SCRIPT file_cleanup <limits> <targets…>`, with `budget`
-/// (whole seconds, at least 1) as the script's own deadline.
-pub fn argv(config: &Config, budget: Duration) -> Vec<String> {
+/// The program of a run: `bash -c SCRIPT file_cleanup <limits> <mode> <targets…>`, with
+/// `budget` (whole seconds, at least 1) as the script's own deadline; in [`Mode::DryRun`] the
+/// passes only list what they would delete.
+pub fn argv(config: &Config, budget: Duration, mode: Mode) -> Vec<String> {
     let mut argv: Vec<String> = ["bash", "-c", SCRIPT, SCRIPT_NAME]
         .map(String::from)
         .to_vec();
@@ -188,14 +207,15 @@ pub fn argv(config: &Config, budget: Duration) -> Vec<String> {
         DOCKER_PS_TIMEOUT.as_secs().to_string(),
         MAX_LISTED_PATHS.to_string(),
         STDERR_HEAD_BYTES.to_string(),
+        u8::from(mode == Mode::DryRun).to_string(),
     ]);
     for target in &config.targets {
         let excl = find::exclusions(target);
         argv.push(target.path.clone());
         argv.push(glob_escape(&target.path));
         let passes = [
-            find::delete_files_pass(&excl, config.max_age_mins, config.max_file_size_bytes),
-            find::prune_dirs_pass(&excl, config.max_age_mins),
+            find::delete_files_pass(&excl, config.max_age_mins, config.max_file_size_bytes, mode),
+            find::prune_dirs_pass(&excl, config.max_age_mins, mode),
         ];
         for pass in passes {
             for part in [pass.options, pass.expression] {

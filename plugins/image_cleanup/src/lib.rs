@@ -97,7 +97,7 @@ impl Task for ImageCleanup {
             .program("docker")
             .program(&config.docuum_path)
             .shell(true)
-            .dry_run(false);
+            .dry_run(true);
         for path in [&config.state_dir, &config.log_file].into_iter().flatten() {
             grants = grants.write_path(path);
         }
@@ -124,12 +124,27 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
     // stop the daemon check. Then: docuum alive (the host vouches for the pid) → prune only;
     // else launch and check. The outcome always carries docuum's pid when one runs, even when
     // the run failed, so that the host keeps it on record and never starts a second one.
+    //
+    // A dry run makes only read-only calls: it lists what the prune would remove
+    // (`would_prune`) and looks for docuum as a launch would, without starting it
+    // (`would_launch`, `would_adopt`); a live docuum on record is kept on record as a real
+    // tick keeps it.
+    let dry_run = worker.dry_run();
     let mut detail = Map::new();
+    if dry_run {
+        detail.insert("dry_run".into(), true.into());
+    }
     let mut errors: Vec<String> = Vec::new();
     match &config.keep_build_storage {
         None => {
             detail.insert("prune".into(), "off".into());
         }
+        Some(keep) if dry_run => match prune_preview(worker, keep) {
+            Ok(preview) => {
+                detail.insert("would_prune".into(), preview);
+            }
+            Err(why) => errors.push(why),
+        },
         Some(keep) => match prune(worker, keep) {
             Ok(p) => {
                 detail.insert(
@@ -168,7 +183,7 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
             detail.insert("action".into(), "prune_only".into());
             Some(pid)
         }
-        None => match launch(worker, config) {
+        None => match launch(worker, config, dry_run) {
             Ok(Launched::Started(pid)) => {
                 worker.log(
                     LogLevel::Info,
@@ -176,6 +191,20 @@ pub fn tick(worker: &mut impl Worker, config: &Config) -> Outcome {
                 );
                 detail.insert("action".into(), "launched".into());
                 Some(pid)
+            }
+            Ok(Launched::Adopted(pid)) if dry_run => {
+                // Not taken on record: a dry run changes nothing, not even the host's memory.
+                detail.insert("action".into(), "would_adopt".into());
+                detail.insert("adoptable_pid".into(), pid.into());
+                None
+            }
+            Ok(Launched::WouldStart) => {
+                detail.insert("action".into(), "would_launch".into());
+                detail.insert(
+                    "would_start".into(),
+                    docuum_command(config).join(" ").into(),
+                );
+                None
             }
             Ok(Launched::Adopted(pid)) => {
                 worker.log(
@@ -220,6 +249,67 @@ pub fn prune_script(keep: &str) -> String {
     )
 }
 
+/// Dangling images listed in a dry run's `would_prune`; the count is exact.
+const DANGLING_LIST_MAX: usize = 50;
+
+/// Time limit of each read-only docker call of a dry run.
+const PREVIEW_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the prune would remove, from read-only calls: the dangling images (`docker image ls
+/// --filter dangling=true`, which `docker image prune` removes unless a container uses one)
+/// and the build cache's size and reclaimable part (`docker system df`), which `docker
+/// builder prune` cuts down to `keep`.
+fn prune_preview(worker: &mut impl Worker, keep: &str) -> Result<Value, String> {
+    let mut run = |argv: &[&str]| -> Result<String, String> {
+        let what = argv.join(" ");
+        match worker.execute_argv(argv.iter().copied(), PREVIEW_TIMEOUT) {
+            Ok(out) if out.exit_code == 0 => Ok(out.stdout),
+            Ok(out) => Err(format!(
+                "the prune preview `{what}` exited with {}: {}",
+                out.exit_code,
+                head(out.stderr.trim(), 300)
+            )),
+            Err(e) => Err(format!(
+                "the prune preview `{what}` did not run: {}",
+                e.describe()
+            )),
+        }
+    };
+    let images = run(&[
+        "docker",
+        "image",
+        "ls",
+        "--filter",
+        "dangling=true",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}",
+    ])?;
+    let df = run(&[
+        "docker",
+        "system",
+        "df",
+        "--format",
+        "{{.Type}}\t{{.Size}}\t{{.Reclaimable}}",
+    ])?;
+    let dangling: Vec<&str> = images
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let build_cache = df.lines().find_map(|l| {
+        let mut fields = l.split('\t');
+        (fields.next() == Some("Build Cache"))
+            .then(|| json!({"size": fields.next(), "reclaimable": fields.next()}))
+    });
+    Ok(json!({
+        "dangling_images": dangling.iter().take(DANGLING_LIST_MAX).collect::<Vec<_>>(),
+        "dangling_images_count": dangling.len(),
+        "build_cache": build_cache,
+        "keep_storage": keep,
+    }))
+}
+
 /// Runs the prune (one call) and reads both exit statuses.
 fn prune(worker: &mut impl Worker, keep: &str) -> Result<Prune, Error> {
     let out = worker.execute(&Command::shell(prune_script(keep)).timeout(PRUNE_TIMEOUT))?;
@@ -259,6 +349,23 @@ fn prune(worker: &mut impl Worker, keep: &str) -> Result<Prune, Error> {
 /// and its command line ends with exactly the arguments the task would pass (so a `docuum`
 /// found on `PATH`, an absolute path or a script interpreter in front all match).
 pub fn launch_script(config: &Config) -> String {
+    let (find, start) = launch_script_parts(config);
+    find + &start
+}
+
+/// What a dry run asks instead of [`launch_script`]: its first part only (is docuum installed,
+/// does one with this task's arguments already run: read-only), then [`WOULD_START_MARK`]
+/// where the real script would start it.
+pub fn dry_launch_script(config: &Config) -> String {
+    let (find, _) = launch_script_parts(config);
+    format!("{find}echo '{WOULD_START_MARK}'\n")
+}
+
+/// Marks, in the dry run's launch script output, that docuum would be started.
+const WOULD_START_MARK: &str = "@@quarry-would-start";
+
+/// docuum's command line as the launch script runs it, every value quoted.
+pub fn docuum_command(config: &Config) -> Vec<String> {
     let mut docuum = vec![
         quote(&config.docuum_path),
         "--threshold".into(),
@@ -272,6 +379,13 @@ pub fn launch_script(config: &Config) -> String {
         docuum.push("--min-age".into());
         docuum.push(quote(age));
     }
+    docuum
+}
+
+/// The launch script in two parts: the read-only one that checks that docuum is installed and
+/// looks for a docuum to adopt (it exits when it finds one), and the one that starts it.
+fn launch_script_parts(config: &Config) -> (String, String) {
+    let docuum = docuum_command(config);
     let log = match &config.log_file {
         Some(path) => quote(path),
         None => "\"${ROCK_LOGGING_PATH:+$ROCK_LOGGING_PATH/docuum.log}\"".into(),
@@ -296,7 +410,7 @@ pub fn launch_script(config: &Config) -> String {
             (*n <= 15).then_some(c)
         })
         .collect();
-    format!(
+    let find = format!(
         "command -v {prog} >/dev/null 2>&1 || {{ echo '@@quarry-missing'; exit 0; }}\n\
          want=$(printf '\\n%s' {args})\n\
          for d in /proc/[0-9]*; do\n\
@@ -306,8 +420,12 @@ pub fn launch_script(config: &Config) -> String {
          \x20 case \"$got\" in *\"$want\") ;; *) continue;; esac\n\
          \x20 st=$(sed 's/.*) //' \"$d/stat\" 2>/dev/null | cut -d' ' -f1)\n\
          \x20 [ -n \"$st\" ] && [ \"$st\" != Z ] && {{ echo \"@@quarry-adopted=${{d#/proc/}}\"; exit 0; }}\n\
-         done\n\
-         log={log}; [ -n \"$log\" ] || log=/dev/null\n\
+         done\n",
+        prog = quote(&config.docuum_path),
+        comm = quote(&comm),
+    );
+    let start = format!(
+        "log={log}; [ -n \"$log\" ] || log=/dev/null\n\
          {state}\
          nohup {cmd} >>\"$log\" 2>&1 </dev/null &\n\
          pid=$!\n\
@@ -316,10 +434,9 @@ pub fn launch_script(config: &Config) -> String {
          if [ -n \"$state\" ] && [ \"$state\" != Z ]; then echo \"@@quarry-pid=$pid\"; exit 0; fi\n\
          wait \"$pid\"; echo \"{EXIT_MARK}$?\"\n\
          [ \"$log\" = /dev/null ] || tail -n 5 \"$log\"\n",
-        prog = quote(&config.docuum_path),
         cmd = docuum.join(" "),
-        comm = quote(&comm),
-    )
+    );
+    (find, start)
 }
 
 /// What [`launch`] found or did.
@@ -329,12 +446,20 @@ pub enum Launched {
     Started(u32),
     /// A docuum with this task's arguments already ran: its pid.
     Adopted(u32),
+    /// A dry run: docuum is installed, none runs, a real run would start it.
+    WouldStart,
 }
 
-/// Starts (or adopts) docuum; its pid, or why it is not running.
-fn launch(worker: &mut impl Worker, config: &Config) -> Result<Launched, String> {
+/// Starts (or adopts) docuum; its pid, or why it is not running. In a dry run, only looks
+/// ([`dry_launch_script`]).
+fn launch(worker: &mut impl Worker, config: &Config, dry_run: bool) -> Result<Launched, String> {
+    let script = if dry_run {
+        dry_launch_script(config)
+    } else {
+        launch_script(config)
+    };
     let out = worker
-        .execute(&Command::shell(launch_script(config)).timeout(LAUNCH_TIMEOUT))
+        .execute(&Command::shell(script).timeout(LAUNCH_TIMEOUT))
         .map_err(|e| format!("launching docuum failed: {}", e.describe()))?;
     let stdout = out.stdout.trim();
     if stdout.contains("@@quarry-missing") {
@@ -356,6 +481,9 @@ fn launch(worker: &mut impl Worker, config: &Config) -> Result<Launched, String>
     }
     if let Some(pid) = marked("@@quarry-pid=") {
         return Ok(Launched::Started(pid));
+    }
+    if dry_run && stdout.lines().any(|l| l == WOULD_START_MARK) {
+        return Ok(Launched::WouldStart);
     }
     let exit = stdout
         .lines()

@@ -304,3 +304,141 @@ fn a_docuum_with_this_tasks_arguments_is_adopted_not_started_twice() {
     assert_eq!(out.detail["action"], "launched", "{:?}", out.detail);
     assert_ne!(Some(pid), Some(running.id()));
 }
+
+/// [`sh`] in a dry run, whose `docker image ls` and `docker system df` answer as a daemon with
+/// two dangling images and a build cache would.
+fn dry(dir: &Path, previous: Option<u32>) -> FakeWorker {
+    let mut w = sh(dir, previous);
+    w.set_dry_run(true)
+        .on(
+            fake::prefix(["docker", "image", "ls"]),
+            Ok(fake::output(0, "sha256:aa\nsha256:bb\n", "")),
+        )
+        .on(
+            fake::prefix(["docker", "system", "df"]),
+            Ok(fake::output(
+                0,
+                "Images\t1GB\t0B (0%)\nBuild Cache\t2.5GB\t2.5GB\n",
+                "",
+            )),
+        );
+    w
+}
+
+/// Every command of a dry run: the two read-only docker listings, and scripts that start
+/// nothing and prune nothing.
+fn assert_read_only(w: &FakeWorker) {
+    for c in w.calls() {
+        match c.get_script() {
+            Some(script) => assert!(
+                !script.contains("nohup") && !script.contains("prune") && !script.contains("mkdir"),
+                "{script}"
+            ),
+            None => {
+                let argv = c.get_argv().unwrap();
+                assert!(
+                    argv.starts_with(&["docker".into(), "image".into(), "ls".into()])
+                        || argv.starts_with(&["docker".into(), "system".into(), "df".into()]),
+                    "{argv:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_dry_run_lists_the_prune_and_the_launch_and_starts_nothing() {
+    let tmp = Tmp::new("dry");
+    let docuum = fake_docuum(&tmp.0, false);
+    let c = config(json!({
+        "docuum_path": docuum,
+        "disk_threshold": "10 GB",
+        "image_whitelist": ["^keep:.*$"],
+        "state_dir": format!("{}/state", tmp.0.display()),
+    }))
+    .unwrap();
+    let mut w = dry(&tmp.0, None);
+    let out = tick(&mut w, &c);
+    assert_eq!(out.status, quarry_sdk::Status::Success, "{:?}", out.detail);
+    assert_eq!(out.pid, None);
+    assert_eq!(out.detail["dry_run"], true);
+    assert_eq!(out.detail["action"], "would_launch");
+    assert_eq!(
+        out.detail["would_start"],
+        format!("{docuum} --threshold '10 GB' --keep '^keep:.*$'")
+    );
+    assert_eq!(
+        out.detail["would_prune"],
+        json!({
+            "dangling_images": ["sha256:aa", "sha256:bb"],
+            "dangling_images_count": 2,
+            "build_cache": {"size": "2.5GB", "reclaimable": "2.5GB"},
+            "keep_storage": "20GB",
+        })
+    );
+    assert_read_only(&w);
+    assert!(!tmp.0.join("args").exists(), "docuum was started");
+    assert!(!tmp.0.join("state").exists(), "the state dir was made");
+
+    // A docuum on record is kept on record, as a real tick keeps it; nothing is started.
+    let mut w = dry(&tmp.0, Some(4242));
+    let out = tick(&mut w, &c);
+    assert_eq!(
+        (out.pid, &out.detail["action"]),
+        (Some(4242), &json!("prune_only"))
+    );
+    assert_read_only(&w);
+    assert_eq!(w.calls().len(), 2, "the two listings");
+
+    // A missing docuum fails the dry run as it would fail the real one.
+    let missing = config(json!({"docuum_path": "docuum-not-installed-here"})).unwrap();
+    let mut w = dry(&tmp.0, None);
+    let out = tick(&mut w, &missing);
+    assert_eq!(out.status, quarry_sdk::Status::Failed);
+    assert!(
+        out.detail["error"]
+            .as_str()
+            .unwrap()
+            .contains("docuum is not installed"),
+        "{:?}",
+        out.detail
+    );
+}
+
+#[test]
+fn a_dry_run_finds_an_adoptable_docuum_and_does_not_take_it_on_record() {
+    let tmp = Tmp::new("dry-adopt");
+    let docuum = waiting_docuum(&tmp.0);
+    let c = config(json!({
+        "docuum_path": docuum,
+        "disk_threshold": "10 GB",
+        "keep_build_storage": null,
+    }))
+    .unwrap();
+    let mut running = std::process::Command::new(&docuum)
+        .args(["--threshold", "10 GB"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut w = dry(&tmp.0, None);
+    let out = tick(&mut w, &c);
+    let _ = running.kill();
+    let _ = running.wait();
+    assert_eq!(out.detail["action"], "would_adopt", "{:?}", out.detail);
+    assert_eq!(out.detail["adoptable_pid"], running.id());
+    assert_eq!(out.pid, None);
+    assert_read_only(&w);
+}
+
+#[test]
+fn grants_allow_the_scripts_docker_and_docuum_and_honour_dry_runs() {
+    use quarry_sdk::Task as _;
+    let g = crate::ImageCleanup::grants(&config(json!({})).unwrap()).unwrap();
+    // `docker` also for a dry run's read-only listings (`docker image ls`, `docker system df`).
+    assert_eq!(g.programs(), ["docker", "docuum"]);
+    assert!(g.allows_shell() && g.allows_dry_run());
+    assert!(g.write_paths().is_empty());
+    let c = config(json!({"log_file": "/var/log/docuum.log", "state_dir": "/var/lib/docuum"}));
+    let g = crate::ImageCleanup::grants(&c.unwrap()).unwrap();
+    assert_eq!(g.write_paths(), ["/var/lib/docuum", "/var/log/docuum.log"]);
+}

@@ -152,7 +152,7 @@ impl Task for ImagePull {
     /// written to) and `rm`. Docker's config directory, when configured, is a target; a
     /// password file is read.
     fn grants(config: &Config) -> Option<Grants> {
-        let mut grants = Grants::new().program("docker").shell(false).dry_run(false);
+        let mut grants = Grants::new().program("docker").shell(false).dry_run(true);
         let logins: Vec<&Login> = config
             .images
             .iter()
@@ -271,8 +271,14 @@ pub fn pull_all(worker: &mut impl Worker, config: &Config) -> Outcome {
     // then `docker pull`. Nothing starts after START_BUDGET, after the run's deadline, once the
     // worker is unreachable or when docker is missing; those images are "not attempted". Any
     // failed login or pull, or image not attempted, fails the run with every record kept.
+    // A dry run takes another path: `preview_all`.
+    let dry_run = worker.dry_run();
     if config.images.is_empty() {
-        return Outcome::success(json!({ "status": "success", "message": NO_IMAGES_MESSAGE }));
+        let mut result = json!({ "status": "success", "message": NO_IMAGES_MESSAGE });
+        if dry_run {
+            result["dry_run"] = true.into();
+        }
+        return Outcome::success(result);
     }
     let mut session = Session {
         worker,
@@ -282,6 +288,9 @@ pub fn pull_all(worker: &mut impl Worker, config: &Config) -> Outcome {
         failed: Vec::new(),
         stop: None,
     };
+    if dry_run {
+        return session.preview_all();
+    }
     let records: Vec<Record> = config.images.iter().map(|e| session.image(e)).collect();
 
     let pulled = records.iter().filter(|r| r.pulled).count();
@@ -353,6 +362,93 @@ pub fn pull_all(worker: &mut impl Worker, config: &Config) -> Outcome {
 }
 
 impl<W: Worker> Session<'_, W> {
+    /// A dry run: per image, only `docker image inspect` (is it here, which id); no login, no
+    /// pull, no temporary directory, no write. Reports what a real run would do: the images it
+    /// would pull (all of them: a pull also refreshes a present tag) and the registries it
+    /// would log in to. Fails as a real run would when docker is missing or does not answer.
+    fn preview_all(&mut self) -> Outcome {
+        let config = self.config;
+        let mut images = Vec::new();
+        let mut would_log_in: Vec<&str> = Vec::new();
+        let mut errors = Vec::new();
+        for entry in &config.images {
+            let login = entry.login.as_ref().map(|l| l.registry.as_str());
+            if let Some(registry) = login.filter(|r| !would_log_in.contains(r)) {
+                would_log_in.push(registry);
+            }
+            let (present, local_id, error) = self.inspect(&entry.image);
+            if let Some(e) = &error {
+                errors.push(format!("{}: {e}", entry.image));
+            }
+            images.push(json!({
+                "image": entry.image,
+                "registry": entry.registry,
+                "would_log_in": login.is_some(),
+                "present": present,
+                "local_id": local_id,
+                "error": error,
+            }));
+        }
+        let would_pull: Vec<&str> = config.images.iter().map(|e| e.image.as_str()).collect();
+        let summary = format!(
+            "image_pull: dry run: would pull {} images, would log in to {} registries              ({} errors)",
+            would_pull.len(),
+            would_log_in.len(),
+            errors.len()
+        );
+        self.worker.log(LogLevel::Info, &self.redact(&summary));
+        let mut detail = Map::new();
+        detail.insert("dry_run".into(), true.into());
+        detail.insert("images".into(), images.into());
+        detail.insert("would_pull".into(), json!(would_pull));
+        detail.insert("would_pull_count".into(), would_pull.len().into());
+        detail.insert("would_log_in".into(), json!(would_log_in));
+        if let Some(dir) = &config.docker_config {
+            detail.insert("docker_config".into(), dir.clone().into());
+        }
+        detail.insert("warnings".into(), config.warnings.clone().into());
+        let Some(first) = errors.first() else {
+            let mut ordered = Map::from_iter([("status".to_string(), Value::from("success"))]);
+            ordered.extend(detail);
+            return Outcome::success(Value::Object(ordered));
+        };
+        let message = self.redact(&format!(
+            "dry run: {} of {} images could not be inspected; first error: {first}",
+            errors.len(),
+            config.images.len()
+        ));
+        detail
+            .into_iter()
+            .fold(Outcome::failed(message), |o, (k, v)| o.with_detail(&k, v))
+    }
+
+    /// `docker image inspect` of one image: (present, its id, an error). "No such image" is
+    /// not an error: the image is not here yet.
+    fn inspect(&mut self, image: &str) -> (Option<bool>, Option<String>, Option<String>) {
+        if let Some(stop) = self.should_stop() {
+            return (None, None, Some(not_attempted(stop)));
+        }
+        let argv = self.docker(&["image", "inspect", "--format", "{{.Id}}", image]);
+        match self.execute(&argv, QUICK_TIMEOUT) {
+            Ok(out) if out.exit_code == 0 => (Some(true), Some(out.stdout.trim().into()), None),
+            Ok(out) if out.stderr.to_ascii_lowercase().contains("no such image") => {
+                (Some(false), None, None)
+            }
+            Ok(out) => (
+                None,
+                None,
+                Some(self.exit_error("docker image inspect", &out)),
+            ),
+            Err(e) => {
+                if matches!(e, Error::NotFound(_)) {
+                    self.stop.get_or_insert(Stop::NoDocker);
+                }
+                let e = format!("docker image inspect did not finish ({})", e.describe());
+                (None, None, Some(self.redact(&e)))
+            }
+        }
+    }
+
     /// Logs in (if needed) and pulls one image.
     fn image(&mut self, entry: &ImageEntry) -> Record {
         let mut record = Record {

@@ -598,3 +598,111 @@ fn a_bad_mktemp_answer_fails_the_login_without_writing() {
     );
     assert_eq!(o.detail["images"][0]["pulled"], true);
 }
+
+#[test]
+fn a_dry_run_inspects_and_reports_what_it_would_pull_and_log_in_to() {
+    let mut w = scripted(Duration::from_secs(1), |argv| {
+        match argv.last().map(String::as_str) {
+            Some("busybox:1.36") => ok("sha256:1111\n"),
+            Some("reg.example:5000/app:1") => exit(
+                1,
+                "Error response from daemon: No such image: reg.example:5000/app:1\n",
+            ),
+            _ => exit(1, "Cannot connect to the Docker daemon\n"),
+        }
+    });
+    w.set_dry_run(true);
+    let c = config(json!({
+        "images": [
+            "busybox:1.36",
+            {"image": "reg.example:5000/app:1", "registry_username": "u",
+             "registry_password": b64()},
+        ],
+        "docker_config": "/etc/quarry/docker",
+    }));
+    let o = pull_all(&mut w, &c);
+    assert_eq!(o.status, Status::Success, "{:?}", o.detail);
+    assert_eq!(
+        w.argvs(),
+        [
+            [
+                "docker",
+                "--config=/etc/quarry/docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "busybox:1.36"
+            ],
+            [
+                "docker",
+                "--config=/etc/quarry/docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "reg.example:5000/app:1"
+            ],
+        ],
+        "only read-only inspects: no login, no mktemp, no pull"
+    );
+    assert!(w.writes().is_empty(), "no password file is written");
+    let d = Value::Object(o.detail.clone());
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(
+        d["would_pull"],
+        json!(["busybox:1.36", "reg.example:5000/app:1"])
+    );
+    assert_eq!(d["would_pull_count"], 2);
+    assert_eq!(d["would_log_in"], json!(["reg.example:5000"]));
+    assert_eq!(
+        d["images"][0],
+        json!({"image": "busybox:1.36", "registry": null, "would_log_in": false,
+               "present": true, "local_id": "sha256:1111", "error": null})
+    );
+    assert_eq!(d["images"][1]["present"], false);
+    assert_eq!(d["images"][1]["would_log_in"], true);
+    assert_no_secret("the dry run's detail", &detail_text(&o));
+
+    // A daemon that does not answer fails the dry run, as it would fail the pull.
+    let mut w = scripted(Duration::from_secs(1), |_| {
+        exit(1, "Cannot connect to the Docker daemon\n")
+    });
+    w.set_dry_run(true);
+    let o = pull_all(&mut w, &config(images(2)));
+    assert_eq!(o.status, Status::Failed);
+    assert!(
+        o.detail["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry run: 2 of 2 images could not be inspected; first error: img0: "),
+        "{:?}",
+        o.detail
+    );
+    // Docker missing: the first inspect says so and nothing more is tried.
+    let mut w = scripted(Duration::from_secs(1), |_| {
+        Err(Error::NotFound("program \"docker\" not found".into()))
+    });
+    w.set_dry_run(true);
+    let o = pull_all(&mut w, &config(images(3)));
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(w.calls().len(), 1);
+    assert_eq!(
+        o.detail["images"][2]["error"],
+        "not attempted (docker not found on the worker)"
+    );
+}
+
+#[test]
+fn grants_honour_dry_runs_and_a_dry_run_needs_only_docker() {
+    use quarry_sdk::Task as _;
+    // What a dry run calls (`docker image inspect`) is granted whatever the images.
+    let g = crate::ImagePull::grants(&config(images(1))).unwrap();
+    assert_eq!(g.programs(), ["docker"]);
+    assert!(!g.allows_shell() && g.allows_dry_run());
+    let literal = config(json!({"images": [{"image": "reg.example:5000/a:1",
+        "registry_username": "u", "registry_password": b64()}]}));
+    let g = crate::ImagePull::grants(&literal).unwrap();
+    assert_eq!(g.programs(), ["docker", "/bin/sh", "mktemp", "rm"]);
+    assert!(g.allows_dry_run());
+}
