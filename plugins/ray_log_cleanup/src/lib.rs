@@ -41,7 +41,7 @@ use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::host::{Command, LogLevel};
 use quarry_sdk::text::head;
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Value, json};
 
 use crate::params::{Config, Params};
@@ -104,6 +104,15 @@ impl Task for RayLogCleanup {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(cleanup(&mut HostWorker::new(), &config))
+    }
+
+    /// One `bash` (no shell string) acting under `ray_temp_dir` only.
+    fn grants(config: &Config) -> Option<Grants> {
+        Some(
+            Grants::new()
+                .program("bash")
+                .write_path(&config.ray_temp_dir),
+        )
     }
 }
 

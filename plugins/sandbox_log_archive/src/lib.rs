@@ -42,7 +42,7 @@ use quarry_sdk::host::ErrorExt as _;
 use quarry_sdk::host::{Command, Error, LogLevel, Output};
 use quarry_sdk::text::head;
 use quarry_sdk::worker::{HostWorker, Worker};
-use quarry_sdk::{Metadata, Outcome, Task};
+use quarry_sdk::{Grants, Metadata, Outcome, Task};
 use serde_json::{Map, Value, json};
 
 use crate::params::{Config, Params, valid_sandbox_id};
@@ -113,6 +113,17 @@ impl Task for SandboxLogArchive {
 
     fn run(config: Config) -> Result<Outcome, String> {
         Ok(archive(&mut HostWorker::new(), &config))
+    }
+
+    /// `bash` (no shell string) for the listing and the uploads, `docker ps` for the live
+    /// sandboxes; it acts under `log_root` (unknown here when it comes from the worker's
+    /// `$ROCK_LOGGING_PATH`) and reads the credentials file only from its scripts.
+    fn grants(config: &Config) -> Option<Grants> {
+        let grants = Grants::new().program("bash").program("docker");
+        Some(match &config.log_root {
+            Some(root) => grants.write_path(root),
+            None => grants,
+        })
     }
 }
 
