@@ -17,7 +17,7 @@
 // `{ tag: 'argv', val: [...] }`, enums are their WIT names as strings, options are
 // `undefined`/value.
 
-import { execute, log, worker, writeFile } from 'quarry:task/host@0.1.0';
+import { execute, log, worker, writeFile } from 'quarry:task/host@0.1.1';
 
 const NAME = 'disk_usage_js';
 const VERSION = '0.1.0';

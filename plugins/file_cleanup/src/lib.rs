@@ -117,7 +117,7 @@ impl Task for FileCleanup {
 }
 
 // Exported only in the wasm build: natively (for `cargo test`) the cdylib's linker version
-// script cannot hold the component export names (`quarry:task/task@0.1.0#run` has a `:`).
+// script cannot hold the component export names (`quarry:task/task@0.1.1#run` has a `:`).
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(FileCleanup);
 
