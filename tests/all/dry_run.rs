@@ -169,6 +169,56 @@ async fn file_cleanup_dry_run_through_a_rocklet_changes_nothing() {
     file_cleanup_dry_then_real(&rocklet.addr).await;
 }
 
+/// `quarry run --dry-run ray_log_cleanup` through a rocklet: the Ray dir is unchanged byte for
+/// byte and the counts are what the real run then removes (a stale session, a stale log; the
+/// live session and an active daemon log stay in both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ray_log_cleanup_dry_run_through_a_rocklet_changes_nothing() {
+    needs_real_parts!("a real rocklet");
+    let tmp = TempDir::new("dry-ray-log");
+    let plugins = plugins_dir(&["ray_log_cleanup"]);
+    let ray = tmp.path().join("ray");
+    let logs = ray.join("session_live/logs");
+    file(&logs.join("raylet.out"), b"daemon", 30);
+    file(&logs.join("events_old.txt"), b"stale", 8);
+    file(&ray.join("session_old/logs/raylet.out"), b"old session", 30);
+    age(&ray.join("session_old"), 2);
+    age(&ray.join("session_live"), 30);
+    std::os::unix::fs::symlink(ray.join("session_live"), ray.join("session_latest")).unwrap();
+    let params = json!({"ray_temp_dir": ray.to_str().unwrap()});
+    let before = snapshot(&ray);
+    let rocklet = RockletProcess::start();
+
+    let (code, dry) = run(
+        "ray_log_cleanup",
+        &rocklet.addr,
+        &params,
+        &tmp,
+        &plugins,
+        true,
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS, "{dry:#}");
+    assert_eq!(snapshot(&ray), before, "a dry run changes nothing: {dry:#}");
+    assert_eq!(dry["dry_run"], true, "{dry:#}");
+    let expected = json!({"sessions": 1, "dead_pid": 0, "setup": 0, "rotated_daemon": 0, "stale": 1, "old": 0});
+    assert_eq!(dry["removed"], expected, "{dry:#}");
+
+    let (code, real) = run(
+        "ray_log_cleanup",
+        &rocklet.addr,
+        &params,
+        &tmp,
+        &plugins,
+        false,
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS, "{real:#}");
+    assert_eq!(real["removed"], expected, "{real:#}");
+    assert!(!ray.join("session_old").exists() && !logs.join("events_old.txt").exists());
+    assert!(logs.join("raylet.out").exists());
+}
+
 /// Imports a busybox image (Debian's busybox-static, as scripts/test-dockerd.sh does) into
 /// `dockerd` as `tag`, so that containers can run there.
 fn import_busybox(dockerd: &PrivateDockerd, dir: &Path, tag: &str) {

@@ -4,11 +4,13 @@
 #   $3 live log age, minutes        $4 logs/old age, minutes
 #   $5 runtime_env_setup age, min.  $6 rotated daemon log age, minutes
 #   $7 PID-named log age, minutes   $8 names kept per category in the output
+#   $9 `remove`, or `list` for a dry run: the same selection, reported, nothing removed
 # Prints `found 0|1`, `live_session <name>`, then per category `count <category> <n>`, up to $8
 # `sample <category> <name>` lines and `failed <category> <path>` for what could not be removed.
 # Exits 0 unless the arguments are wrong; find's and rm's complaints go to stderr.
 set -u
 ray=$1 session_min=$2 live_min=$3 old_min=$4 setup_min=$5 rotated_min=$6 pid_min=$7 samples=$8
+mode=${9:-remove}
 if [ ! -d "$ray" ]; then
     echo "found 0"
     exit 0
@@ -30,7 +32,9 @@ note() {
 
 # Removes $2 (a file, or a directory tree for `sessions`) and notes it under category $1.
 remove() {
-    if rm -rf -- "$2" && [ ! -e "$2" ] && [ ! -L "$2" ]; then
+    if [ "$mode" = list ]; then
+        note "$1" "${2##*/}"
+    elif rm -rf -- "$2" && [ ! -e "$2" ] && [ ! -L "$2" ]; then
         note "$1" "${2##*/}"
     else
         count[failed]=$(( ${count[failed]:-0} + 1 ))

@@ -111,7 +111,8 @@ impl Task for RayLogCleanup {
         Some(
             Grants::new()
                 .program("bash")
-                .write_path(&config.ray_temp_dir),
+                .write_path(&config.ray_temp_dir)
+                .dry_run(true),
         )
     }
 }
@@ -120,8 +121,9 @@ impl Task for RayLogCleanup {
 #[cfg(target_arch = "wasm32")]
 quarry_sdk::export_task!(RayLogCleanup);
 
-/// The script's command: `bash -c SCRIPT ray_log_cleanup <dir> <minutes…> <samples>`.
-pub fn command(config: &Config) -> Command {
+/// The script's command: `bash -c SCRIPT ray_log_cleanup <dir> <minutes…> <samples> <mode>`,
+/// the mode `list` for a dry run (the same selection, nothing removed) and `remove` otherwise.
+pub fn command(config: &Config, dry_run: bool) -> Command {
     let minutes = [
         config.min_age_hours * 60,
         config.live_log_keep_days * 24 * 60,
@@ -139,6 +141,7 @@ pub fn command(config: &Config) -> Command {
         config.ray_temp_dir.clone(),
     ];
     argv.extend(minutes.iter().map(u64::to_string));
+    argv.push(if dry_run { "list" } else { "remove" }.into());
     Command::argv(argv).timeout(SCRIPT_TIMEOUT)
 }
 
@@ -197,7 +200,8 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     // Strategy: one execute of the script (argv, no value is shell text); a script that did
     // not run or did not finish fails the run; otherwise its report becomes the outcome, failed
     // if anything could not be removed.
-    let out = match worker.execute(&command(config)) {
+    let dry_run = worker.dry_run();
+    let out = match worker.execute(&command(config, dry_run)) {
         Ok(out) => out,
         Err(e) => {
             return Outcome::failed(format!(
@@ -250,6 +254,10 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     if !stderr.is_empty() {
         detail["stderr_head"] = Value::from(head(stderr, OUTPUT_HEAD_CHARS));
     }
+    if dry_run {
+        // The counts and names are what a real run would remove.
+        detail["dry_run"] = Value::from(true);
+    }
     let summary: Vec<String> = CATEGORIES
         .iter()
         .map(|c| format!("{c}={}", count(c)))
@@ -257,7 +265,12 @@ pub fn cleanup(worker: &mut impl Worker, config: &Config) -> Outcome {
     worker.log(
         LogLevel::Info,
         &format!(
-            "ray_log_cleanup: {}{}",
+            "ray_log_cleanup{}: {}{}",
+            if dry_run {
+                " (dry run, would remove)"
+            } else {
+                ""
+            },
             summary.join(", "),
             if report.found {
                 ""

@@ -132,12 +132,32 @@ fn removes_exactly_the_stale_entries_and_spares_the_live_ones() {
     age(&live, 30 * D);
     put(&ray.join("session_2026-11-09_file"), 30 * D);
 
+    let expected_counts = json!({"sessions": 2, "dead_pid": 2, "setup": 2, "rotated_daemon": 1, "stale": 4, "old": 2});
+
+    // A dry run selects the same entries and removes none of them.
+    let mut dry = local();
+    dry.set_dry_run(true);
+    let out = cleanup(
+        &mut dry,
+        &config(json!({"ray_temp_dir": ray.to_str().unwrap()})),
+    );
+    assert_eq!(out.status, Status::Success, "{:?}", out.detail);
+    assert_eq!(out.detail["dry_run"], true);
+    assert_eq!(out.detail["removed"], expected_counts);
+    for (name, _, _) in &files {
+        assert!(logs.join(name).exists(), "a dry run removed {name:?}");
+    }
+    for (name, _, _) in sessions {
+        assert!(ray.join(name).exists(), "a dry run removed {name}");
+    }
+
     let mut w = local();
     let out = cleanup(
         &mut w,
         &config(json!({"ray_temp_dir": ray.to_str().unwrap()})),
     );
     assert_eq!(out.status, Status::Success, "{:?}", out.detail);
+    assert!(out.detail.get("dry_run").is_none());
     for (name, _, removed) in &files {
         assert_eq!(
             !logs.join(name).exists(),
@@ -160,10 +180,7 @@ fn removes_exactly_the_stale_entries_and_spares_the_live_ones() {
     let d = &out.detail;
     assert_eq!(d["found"], true);
     assert_eq!(d["live_session"], "session_2026-12-01_live");
-    assert_eq!(
-        d["removed"],
-        json!({"sessions": 2, "dead_pid": 2, "setup": 2, "rotated_daemon": 1, "stale": 4, "old": 2})
-    );
+    assert_eq!(d["removed"], expected_counts);
     assert_eq!(d["removed_count"], 2);
     assert_eq!(d["removed_stale_count"], 4);
     assert_eq!(d["failed_count"], 0);
@@ -302,7 +319,7 @@ fn a_script_that_did_not_run_or_was_cut_short_fails_the_run() {
 #[test]
 fn values_are_arguments_and_the_call_has_a_time_limit() {
     let c = config(json!({"ray_temp_dir": "/tmp/x'; rm -rf / #", "min_age_hours": 2}));
-    let cmd = command(&c);
+    let cmd = command(&c, false);
     let argv = cmd.get_argv().unwrap();
     assert_eq!(&argv[..2], ["bash", "-c"]);
     assert_eq!(
@@ -316,7 +333,8 @@ fn values_are_arguments_and_the_call_has_a_time_limit() {
             "60",
             "1440",
             "60",
-            "20"
+            "20",
+            "remove"
         ]
     );
     assert!(!argv[2].contains("/tmp/x"), "no value in the script");

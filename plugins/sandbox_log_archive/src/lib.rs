@@ -119,7 +119,10 @@ impl Task for SandboxLogArchive {
     /// sandboxes; it acts under `log_root` (unknown here when it comes from the worker's
     /// `$ROCK_LOGGING_PATH`) and reads the credentials file only from its scripts.
     fn grants(config: &Config) -> Option<Grants> {
-        let grants = Grants::new().program("bash").program("docker");
+        let grants = Grants::new()
+            .program("bash")
+            .program("docker")
+            .dry_run(true);
         Some(match &config.log_root {
             Some(root) => grants.write_path(root),
             None => grants,
@@ -205,6 +208,40 @@ pub fn parse_listing(stdout: &str) -> Option<Listing> {
         }
     }
     said.then_some(listing)
+}
+
+/// A dry run's outcome: the dirs a real run would archive (oldest first), the keys they would
+/// get and whether they would be deleted; nothing was packed, uploaded or deleted.
+fn would_archive(
+    worker: &mut impl Worker,
+    config: &Config,
+    root: &str,
+    candidates: &[(u64, String)],
+    [alive, too_young, invalid]: [u64; 3],
+) -> Outcome {
+    let listed: Vec<Value> = (candidates.iter().take(LISTED_IN_OUTCOME))
+        .map(|(_, id)| json!({"sandbox_id": id, "key": config.key(id)}))
+        .collect();
+    worker.log(
+        LogLevel::Info,
+        &format!(
+            "sandbox_log_archive (dry run): would archive {} dirs under {root}",
+            candidates.len()
+        ),
+    );
+    Outcome::success(json!({
+        "status": "success",
+        "dry_run": true,
+        "log_root": root,
+        "bucket": config.bucket,
+        "endpoint": config.endpoint,
+        "would_archive": listed,
+        "would_archive_count": candidates.len(),
+        "would_delete_after_upload": config.delete_after_upload,
+        "skipped_alive": alive,
+        "skipped_too_young": too_young,
+        "skipped_invalid_name": invalid,
+    }))
 }
 
 /// The running containers' names; `Ok(empty)` when the worker has no Docker.
@@ -313,6 +350,16 @@ pub fn archive(worker: &mut impl Worker, config: &Config) -> Outcome {
             alive += u64::from(!keep);
             keep
         });
+    }
+
+    if worker.dry_run() {
+        return would_archive(
+            worker,
+            config,
+            &root,
+            &candidates,
+            [alive, too_young, invalid],
+        );
     }
 
     let mut archived: Vec<Value> = Vec::new();

@@ -200,6 +200,26 @@ fn old_dirs_are_uploaded_verified_and_deleted_the_rest_stay() {
     std::fs::write(touched.join("sub/new.log"), "x").unwrap();
     std::fs::write(s.root.join("rocklet.log"), "not a sandbox").unwrap();
     s.docker("echo sb-running; echo other");
+
+    // A dry run lists and decides as a real run, then packs, uploads and deletes nothing.
+    let mut dry = s.worker("ok");
+    dry.set_dry_run(true);
+    let out = archive(&mut dry, &s.config(json!({})));
+    assert_eq!(out.status, Status::Success, "{:?}", out.detail);
+    let d = &out.detail;
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(d["would_archive_count"], 2);
+    assert_eq!(
+        d["would_archive"][0]["sandbox_id"], "sb-older",
+        "oldest first"
+    );
+    assert_eq!(d["would_archive"][1]["key"], "p/sandbox-logs/sb-old.tar.gz");
+    assert_eq!(d["skipped_alive"], 1);
+    assert_eq!(d["skipped_too_young"], 2);
+    assert!(old.join("rocklet.log").exists() && older.join("rocklet.log").exists());
+    assert!(!s.store.join("argv").exists(), "a dry run never runs curl");
+    assert_eq!(dry.calls().len(), 2, "discover and docker ps only");
+
     let mut w = s.worker("ok");
     let out = archive(&mut w, &s.config(json!({})));
     assert_eq!(out.status, Status::Success, "{:?}", out.detail);
