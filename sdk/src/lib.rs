@@ -69,6 +69,7 @@
 #![deny(missing_docs)]
 
 pub mod host;
+pub mod paths;
 pub mod shell;
 pub mod text;
 pub mod worker;

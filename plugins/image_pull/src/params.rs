@@ -5,6 +5,7 @@
 //! Messages name the param (`images[2].registry_username`) and, except for passwords, the bad
 //! value. A password's value is never quoted, whatever is wrong with it.
 
+use quarry_sdk::paths;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -13,9 +14,6 @@ use crate::secret::{Password, Redactor};
 
 /// Longest accepted registry user name.
 pub const USERNAME_MAX_CHARS: usize = 256;
-
-/// Longest accepted path (password file, Docker config directory).
-pub const PATH_MAX_CHARS: usize = 4096;
 
 /// The warning attached to every literally configured password (at load, in the host's log;
 /// at run time, in the outcome's `warnings`).
@@ -84,7 +82,7 @@ impl Config {
     pub fn from_params(params: &Params) -> Result<Config, String> {
         let docker_config = match &params.docker_config {
             Value::Null => None,
-            Value::String(s) => Some(check_path("docker_config", s)?.to_string()),
+            Value::String(s) => Some(paths::absolute("docker_config", s)?.to_string()),
             other => {
                 return Err(format!(
                     "docker_config {other}: expected the path of a directory on the worker"
@@ -150,24 +148,6 @@ fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "(a list)",
         Value::Object(_) => "(an object)",
     }
-}
-
-/// Checks a path on the worker: absolute, no control characters.
-fn check_path<'a>(name: &str, path: &'a str) -> Result<&'a str, String> {
-    let bad = |why: &str| Err(format!("{name} {path:?}: {why}"));
-    if path.is_empty() {
-        return bad("must not be empty");
-    }
-    if !path.starts_with('/') {
-        return bad("must be an absolute path on the worker");
-    }
-    if path.chars().any(char::is_control) {
-        return bad("must not contain control characters");
-    }
-    if path.chars().count() > PATH_MAX_CHARS {
-        return bad(&format!("longer than {PATH_MAX_CHARS} characters"));
-    }
-    Ok(path)
 }
 
 /// A string field of an entry object: absent, null and `""` are "not given" (ROCK treated an
@@ -260,7 +240,7 @@ fn parse_login(
             |why| format!("{name}.registry_password: {why} (ROCK's form: the password in base64)"),
         )?)),
         (None, Some(path)) => Some(Secret::File(
-            check_path(&format!("{name}.registry_password_file"), path)?.to_string(),
+            paths::absolute(&format!("{name}.registry_password_file"), path)?.to_string(),
         )),
         (None, None) => None,
     };

@@ -2,6 +2,7 @@
 //! checked values. [`Config::from_params`] is the one place where params are checked; it runs
 //! at config load (`Task::check`) and again at the start of every run.
 
+use quarry_sdk::paths;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -13,7 +14,6 @@ pub const DEFAULT_RAY_TEMP_DIR: &str = "/data/tmp/ray";
 pub const MAX_THRESHOLD: u64 = 1_000_000;
 
 /// Longest accepted path, in characters (Linux `PATH_MAX` is 4096 bytes).
-const PATH_MAX_CHARS: usize = 4096;
 
 /// The params as they appear in the config (`{}` when none are given). A `null` value means
 /// "not given" and takes the default.
@@ -94,29 +94,11 @@ fn threshold(name: &str, value: &Value, default: u64) -> Result<u64, String> {
 }
 
 fn parse_dir(value: &Value) -> Result<String, String> {
-    let path = match value {
-        Value::Null => return Ok(DEFAULT_RAY_TEMP_DIR.to_string()),
-        Value::String(s) => s.as_str(),
-        other => return Err(format!("ray_temp_dir {other}: expected a string")),
-    };
-    let bad = |why: &str| Err(format!("ray_temp_dir {path:?}: {why}"));
-    if !path.starts_with('/') {
-        return bad("must be an absolute path on the worker");
+    match value {
+        Value::Null => Ok(DEFAULT_RAY_TEMP_DIR.to_string()),
+        Value::String(s) => paths::absolute_below_root("ray_temp_dir", s),
+        other => Err(format!("ray_temp_dir {other}: expected a string")),
     }
-    if path.chars().any(char::is_control) {
-        return bad("must not contain control characters");
-    }
-    if path.chars().count() > PATH_MAX_CHARS {
-        return bad(&format!("longer than {PATH_MAX_CHARS} characters"));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return bad("must not contain a `..` component");
-    }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return bad("must not be the root directory");
-    }
-    Ok(trimmed.to_string())
 }
 
 #[cfg(test)]

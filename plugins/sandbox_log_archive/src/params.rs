@@ -5,6 +5,7 @@
 //! No param holds a secret: the object store's key and secret live in a file on the worker
 //! (`credentials_file`), which only the worker's `curl` reads.
 
+use quarry_sdk::paths;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -22,7 +23,6 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 const MAX_KEEP_DAYS: u64 = 36_500;
 
 /// Longest accepted path, in characters (Linux `PATH_MAX` is 4096 bytes).
-const PATH_MAX_CHARS: usize = 4096;
 
 /// Longest accepted endpoint or prefix, in characters.
 const TEXT_MAX_CHARS: usize = 1024;
@@ -150,28 +150,10 @@ fn required_string<'a>(name: &str, value: &'a Value, what: &str) -> Result<&'a s
 }
 
 fn absolute_path(name: &str, value: &Value) -> Result<String, String> {
-    let path = match value {
-        Value::String(s) => s.as_str(),
-        other => return Err(format!("{name} {other}: expected a string")),
-    };
-    let bad = |why: &str| Err(format!("{name} {path:?}: {why}"));
-    if !path.starts_with('/') {
-        return bad("must be an absolute path on the worker");
+    match value {
+        Value::String(s) => paths::absolute_below_root(name, s),
+        other => Err(format!("{name} {other}: expected a string")),
     }
-    if path.chars().any(char::is_control) {
-        return bad("must not contain control characters");
-    }
-    if path.chars().count() > PATH_MAX_CHARS {
-        return bad(&format!("longer than {PATH_MAX_CHARS} characters"));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return bad("must not contain a `..` component");
-    }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return bad("must not be the root directory");
-    }
-    Ok(trimmed.to_string())
 }
 
 fn parse_endpoint(value: &Value) -> Result<String, String> {
