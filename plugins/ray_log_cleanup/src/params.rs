@@ -13,8 +13,6 @@ pub const DEFAULT_RAY_TEMP_DIR: &str = "/data/tmp/ray";
 /// that its minutes fit every integer on the way.
 pub const MAX_THRESHOLD: u64 = 1_000_000;
 
-/// Longest accepted path, in characters (Linux `PATH_MAX` is 4096 bytes).
-
 /// The params as they appear in the config (`{}` when none are given). A `null` value means
 /// "not given" and takes the default.
 #[derive(Debug, Default, Deserialize)]

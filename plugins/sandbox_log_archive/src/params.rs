@@ -22,8 +22,6 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// The largest `keep_days_before_archive`: a century.
 const MAX_KEEP_DAYS: u64 = 36_500;
 
-/// Longest accepted path, in characters (Linux `PATH_MAX` is 4096 bytes).
-
 /// Longest accepted endpoint or prefix, in characters.
 const TEXT_MAX_CHARS: usize = 1024;
 
